@@ -1,0 +1,98 @@
+"""`courtside serve`: the REST API and the realtime transports in one uvicorn app.
+
+With no DATABASE_URL the embedded PostgreSQL is started (and left as found) and migrated
+first, so the first run on a bare machine works. With ``--workers N`` uvicorn forks N
+processes; each builds its own app (`build_app`, an import-string factory) and so its own
+pool and its own Bridge with its own LISTEN connection: PostgreSQL is the bus between them.
+
+Shutdown (SIGTERM/SIGINT): uvicorn stops accepting, closes every WebSocket with 1012
+(service restart: reconnect), sse-starlette ends every SSE stream; after
+``COURTSIDE_SHUTDOWN_TIMEOUT`` seconds whatever is left is cut, so nothing hangs.
+
+Knobs (environment): DATABASE_URL, LISTEN_DATABASE_URL, COURTSIDE_DATA_DIR,
+COURTSIDE_RETENTION_DAYS, COURTSIDE_TOKEN_EXPIRATION_MINUTES (Sanctum's `expiration`),
+COURTSIDE_WS_PING_INTERVAL / COURTSIDE_WS_PING_TIMEOUT (keepalive, seconds, default 20/20),
+COURTSIDE_WS_DEFLATE=1 (permessage-deflate), COURTSIDE_SHUTDOWN_TIMEOUT (default 10),
+COURTSIDE_LOG_LEVEL, and COURTSIDE_RT_<FIELD> for each field of
+api.realtime_limits.RealtimeLimits (e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+from starlette.applications import Starlette
+
+from api.app import ApiConfig, create_app
+from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
+from bridge import BridgeConfig
+from courtside import embedded
+from courtside.migrate import migrate
+from courtside.settings import Settings
+
+log = logging.getLogger("courtside.serve")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return None if raw in (None, "") else int(raw)
+
+
+def build_app() -> Starlette:
+    """The app of one worker process, configured from the environment."""
+    settings = Settings.from_env()
+    dsn = settings.database_url
+    if not dsn:
+        raise RuntimeError("DATABASE_URL is not set (courtside serve sets it for its workers)")
+    expiration = _env_int("COURTSIDE_TOKEN_EXPIRATION_MINUTES")
+    api_config = ApiConfig(database_url=dsn, token_expiration_minutes=expiration)
+    rt_config = RealtimeConfig.from_env(token_expiration_minutes=expiration)
+    bridge_config = BridgeConfig(retention=settings.retention_days * 86400.0)
+    return create_app(
+        api_config,
+        extra_routes=realtime_routes(),
+        extra_lifespan=realtime_lifespan(dsn, settings.listen_database_url, config=rt_config,
+                                         bridge_config=bridge_config),
+    )
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
+    server = None
+    if not settings.database_url:
+        server = embedded.ensure_running(settings.data_dir)
+        migrate(server.dsn)
+        # The workers read their settings from the environment they inherit.
+        os.environ["DATABASE_URL"] = server.dsn
+    try:
+        limits = RealtimeConfig.from_env().limits
+        uvicorn.run(
+            "courtside.serve:build_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=max(1, workers),
+            lifespan="on",
+            ws="websockets-sansio",
+            # Refuse an oversized frame before it is buffered whole; the app checks the
+            # exact limit (and answers with close 1009) for frames under this bound.
+            ws_max_size=max(limits.max_frame_bytes * 4, 16 * 1024),
+            ws_ping_interval=_env_float("COURTSIDE_WS_PING_INTERVAL", 20.0),
+            ws_ping_timeout=_env_float("COURTSIDE_WS_PING_TIMEOUT", 20.0),
+            # permessage-deflate costs a zlib context per connection and CPU per frame, and
+            # defeats encoding a frame once for all subscribers; off unless asked for.
+            ws_per_message_deflate=os.environ.get("COURTSIDE_WS_DEFLATE", "") in ("1", "true"),
+            timeout_graceful_shutdown=int(_env_float("COURTSIDE_SHUTDOWN_TIMEOUT", 10.0)),
+            log_level=os.environ.get("COURTSIDE_LOG_LEVEL", "info").lower(),
+            access_log=False,
+        )
+    finally:
+        if server is not None:
+            server.close()
+    return 0

@@ -1,0 +1,183 @@
+-- Presence functions. Re-applied by every migrate (CREATE OR REPLACE only).
+--
+-- online/offline fire once per user and topic, not per connection: every change to a
+-- user's rows in a topic takes a transaction-level advisory lock on (topic, user), so two
+-- connections of one user joining or leaving at once on two nodes cannot both decide they
+-- were the first or the last.
+
+CREATE OR REPLACE FUNCTION realtime.presence_user_json_v1(p_user_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('id', u.id, 'firstname', u.firstname, 'lastname', u.lastname)
+    FROM public.users u WHERE u.id = p_user_id
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.presence_lock_v1(p_topic text, p_user_id uuid) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended(p_topic || '|' || p_user_id::text, 7))
+$$;
+
+-- A row is alive while its node heartbeats (realtime connection) or until it expires (REST).
+CREATE OR REPLACE FUNCTION realtime.presence_alive_v1(p realtime.presence) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN p.expires_at IS NOT NULL THEN p.expires_at > now()
+        ELSE EXISTS (SELECT 1 FROM realtime.nodes n WHERE n.node_id = p.node_id)
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.presence_online_count_v1(p_topic text, p_user_id uuid)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FROM realtime.presence p
+    WHERE p.topic = p_topic AND p.user_id = p_user_id AND realtime.presence_alive_v1(p)
+$$;
+
+-- Join (or renew) a presence row. p_ttl NULL: a realtime connection of node p_node_id;
+-- else a REST join alive for p_ttl. Returns true when the user just came online, in which
+-- case `user.online` was published on the topic.
+CREATE OR REPLACE FUNCTION realtime.presence_join_v1(
+    p_topic text, p_user_id uuid, p_conn_id text, p_node_id text, p_ttl interval)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    was_online boolean;
+    v_joined timestamptz;
+BEGIN
+    PERFORM realtime.presence_lock_v1(p_topic, p_user_id);
+    was_online := realtime.presence_online_count_v1(p_topic, p_user_id) > 0;
+    INSERT INTO realtime.presence AS p (topic, user_id, conn_id, node_id, expires_at)
+    VALUES (p_topic, p_user_id, p_conn_id, p_node_id, now() + p_ttl)
+    ON CONFLICT (topic, user_id, conn_id) DO UPDATE
+        SET node_id = excluded.node_id, expires_at = excluded.expires_at, last_seen = now()
+    RETURNING p.joined_at INTO v_joined;
+    IF NOT was_online THEN
+        PERFORM realtime.publish_ephemeral_v1(p_topic, 'user.online', jsonb_build_object(
+            'userId', p_user_id,
+            'user', realtime.presence_user_json_v1(p_user_id),
+            'joinedAt', realtime.ts_v1(v_joined)));
+    END IF;
+    RETURN NOT was_online;
+END
+$$;
+
+-- Publish `user.offline` for a user with no live row left in a topic; true if published.
+CREATE OR REPLACE FUNCTION realtime.presence_settle_v1(p_topic text, p_user_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF realtime.presence_online_count_v1(p_topic, p_user_id) > 0 THEN
+        RETURN false;
+    END IF;
+    PERFORM realtime.publish_ephemeral_v1(p_topic, 'user.offline', jsonb_build_object(
+        'userId', p_user_id,
+        'user', realtime.presence_user_json_v1(p_user_id),
+        'leftAt', realtime.ts_v1(now())));
+    RETURN true;
+END
+$$;
+
+-- Leave: drop the row; returns true when the user just went offline (`user.offline` sent).
+CREATE OR REPLACE FUNCTION realtime.presence_leave_v1(
+    p_topic text, p_user_id uuid, p_conn_id text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    was_online boolean;
+BEGIN
+    PERFORM realtime.presence_lock_v1(p_topic, p_user_id);
+    was_online := realtime.presence_online_count_v1(p_topic, p_user_id) > 0;
+    DELETE FROM realtime.presence
+    WHERE topic = p_topic AND user_id = p_user_id AND conn_id = p_conn_id;
+    IF NOT was_online THEN
+        RETURN false;
+    END IF;
+    RETURN realtime.presence_settle_v1(p_topic, p_user_id);
+END
+$$;
+
+-- Typing: publishes `user.typing` and remembers it for p_for, so the list shows isTyping.
+CREATE OR REPLACE FUNCTION realtime.presence_typing_v1(
+    p_topic text, p_user_id uuid, p_is_typing boolean, p_for interval, p_origin text DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE realtime.presence
+    SET typing_until = CASE WHEN p_is_typing THEN v_now + p_for END, last_seen = v_now
+    WHERE topic = p_topic AND user_id = p_user_id;
+    PERFORM realtime.publish_ephemeral_v1(p_topic, 'user.typing', jsonb_build_object(
+        'userId', p_user_id,
+        'user', realtime.presence_user_json_v1(p_user_id),
+        'isTyping', p_is_typing,
+        'timestamp', realtime.ts_v1(v_now)), p_origin);
+    RETURN v_now;
+END
+$$;
+
+-- The users online in a topic, in the seed's shape, first arrivals first.
+CREATE OR REPLACE FUNCTION realtime.presence_list_v1(p_topic text) RETURNS SETOF jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', u.id, 'firstname', u.firstname, 'lastname', u.lastname, 'avatar', u.avatar,
+        'isTyping', coalesce(bool_or(p.typing_until > now()), false),
+        'lastSeen', realtime.ts_v1(max(p.last_seen)))
+    FROM realtime.presence p
+    JOIN public.users u ON u.id = p.user_id
+    WHERE p.topic = p_topic AND realtime.presence_alive_v1(p)
+    GROUP BY u.id
+    ORDER BY min(p.joined_at), u.id
+$$;
+
+-- A node says it is alive.
+CREATE OR REPLACE FUNCTION realtime.node_heartbeat_v1(p_node_id text) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO realtime.nodes (node_id) VALUES (p_node_id)
+    ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+$$;
+
+-- A node leaving cleanly: its rows go, and its users go offline where that was their last row.
+CREATE OR REPLACE FUNCTION realtime.node_leave_v1(p_node_id text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    DELETE FROM realtime.nodes WHERE node_id = p_node_id;
+    FOR r IN
+        DELETE FROM realtime.presence WHERE node_id = p_node_id RETURNING topic, user_id
+    LOOP
+        PERFORM realtime.presence_lock_v1(r.topic, r.user_id);
+        IF realtime.presence_settle_v1(r.topic, r.user_id) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Run by every live node now and then: forget nodes whose heartbeat is older than
+-- p_node_ttl (killed, partitioned) and REST joins past their TTL, and send `user.offline`
+-- for each user who had no other live row. Returns how many went offline.
+CREATE OR REPLACE FUNCTION realtime.presence_reap_v1(p_node_ttl interval) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    DELETE FROM realtime.nodes WHERE heartbeat_at < now() - p_node_ttl;
+    FOR r IN
+        DELETE FROM realtime.presence p
+        WHERE (p.expires_at IS NOT NULL AND p.expires_at <= now())
+           OR (p.expires_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM realtime.nodes n WHERE n.node_id = p.node_id))
+        RETURNING p.topic, p.user_id
+    LOOP
+        PERFORM realtime.presence_lock_v1(r.topic, r.user_id);
+        IF realtime.presence_settle_v1(r.topic, r.user_id) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
