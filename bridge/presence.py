@@ -1,0 +1,139 @@
+"""Presence on the bridge's pool: join/leave/typing/list, node heartbeat, reaper.
+
+The registry lives in PostgreSQL (db/functions/presence.sql) so that every node sees every
+user. A realtime connection's row stays alive while its node heartbeats; the node remembers
+its own rows so that, if it was ever reaped (its heartbeat lost longer than the TTL — a long
+database outage), it joins them again instead of leaving its users offline for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, LiteralString
+
+import anyio
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from bridge import sqlfile
+from bridge.config import BridgeConfig
+from bridge.errors import BridgeUnavailable
+
+log = logging.getLogger("courtside.bridge")
+
+_SQL = sqlfile.load("bridge.sql", "presence.sql")
+
+# Any fixed 64-bit number: the advisory lock that lets one node at a time reap.
+REAP_LOCK = 0x6373_7265_6170_6572  # "csreaper"
+
+UserId = uuid.UUID | str
+
+
+class Presence:
+    def __init__(self, pool: AsyncConnectionPool, node_id: str, config: BridgeConfig) -> None:
+        self._pool = pool
+        self.node_id = node_id
+        self._config = config
+        self._local: dict[tuple[str, str, str], None] = {}
+        self._beating = False
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        try:
+            with anyio.fail_after(self._config.query_timeout):
+                async with self._pool.connection() as conn:
+                    yield conn
+        except (psycopg.Error, TimeoutError) as exc:
+            raise BridgeUnavailable(f"presence query failed: {exc!r}") from exc
+
+    async def _one(self, query: LiteralString, params: dict[str, Any]) -> Any:
+        async with self._conn() as conn:
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    # --- the public calls --------------------------------------------------------------------
+
+    async def join(self, topic: str, user_id: UserId, conn_id: str, *,
+                   ttl: float | None = None) -> bool:
+        """Join; True if the user just came online. ``ttl`` None: a connection of this node."""
+        node_id = self.node_id if ttl is None else None
+        became = await self._one(_SQL.join, {"topic": topic, "user_id": str(user_id),
+                                             "conn_id": conn_id, "node_id": node_id, "ttl": ttl})
+        if ttl is None:
+            self._local[(topic, str(user_id), conn_id)] = None
+        return bool(became)
+
+    async def leave(self, topic: str, user_id: UserId, conn_id: str) -> bool:
+        """Leave; True if the user just went offline."""
+        self._local.pop((topic, str(user_id), conn_id), None)
+        went = await self._one(_SQL.leave, {"topic": topic, "user_id": str(user_id),
+                                            "conn_id": conn_id})
+        return bool(went)
+
+    async def typing(self, topic: str, user_id: UserId, is_typing: bool, *,
+                     duration: float = 5.0, origin: str | None = None) -> datetime:
+        at = await self._one(_SQL.typing, {"topic": topic, "user_id": str(user_id),
+                                           "is_typing": is_typing, "duration": duration,
+                                           "origin": origin})
+        assert isinstance(at, datetime)
+        return at
+
+    async def list(self, topic: str) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            cur = await conn.execute(_SQL.list, {"topic": topic})
+            rows = await cur.fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    # --- the node's own life -----------------------------------------------------------------
+
+    async def heartbeat(self) -> bool:
+        """Say this node is alive. True if the node had been reaped and its rows were re-joined."""
+        params = {"node_id": self.node_id}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(_SQL.node_known, params)
+            row = await cur.fetchone()
+            await conn.execute(_SQL.heartbeat, params)
+        known = bool(row and row[0])
+        reaped = self._beating and not known
+        self._beating = True
+        if reaped and self._local:
+            log.warning("node %s was reaped; joining its %d connections again",
+                        self.node_id, len(self._local))
+            for topic, user_id, conn_id in list(self._local):
+                await self.join(topic, user_id, conn_id)
+        return reaped
+
+    async def reap(self) -> int:
+        gone = await self._one(_SQL.reap, {"lock": REAP_LOCK, "ttl": self._config.node_ttl})
+        return int(gone or 0)
+
+    async def leave_node(self) -> int:
+        self._local.clear()
+        self._beating = False
+        gone = await self._one(_SQL.node_leave, {"node_id": self.node_id})
+        return int(gone or 0)
+
+    async def run_heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self._config.heartbeat_interval)
+            try:
+                await self.heartbeat()
+            except BridgeUnavailable as exc:
+                log.warning("node heartbeat failed: %s", exc)
+
+    async def run_reaper(self) -> None:
+        while True:
+            await anyio.sleep(self._config.reap_interval)
+            try:
+                gone = await self.reap()
+            except BridgeUnavailable as exc:
+                log.warning("presence reaper failed: %s", exc)
+            else:
+                if gone:
+                    log.info("reaper: %d users went offline", gone)

@@ -1,0 +1,173 @@
+"""One subscriber of one topic: its backlog from the log, then its bounded live queue."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+
+from bridge.errors import BridgeUnavailable
+from bridge.events import OVERFLOW, UNAVAILABLE, CutOff, Event, Reset
+from bridge.subqueue import BoundedQueue
+
+
+class LogReader(Protocol):
+    async def backlog(self, topic: str, after: int, upto: int, page: int) -> list[Event]: ...
+
+    async def last_seq(self, topic: str) -> int: ...
+
+
+class Subscription:
+    """Async iterator of ``Event | Reset | CutOff``; a ``CutOff`` is always the last item.
+
+    The backlog ``(since, start_seq]`` is read from the log lazily, by the consumer's own
+    task, a page at a time: a slow reader slows only itself. Live events the hub pushes
+    meanwhile wait in the bounded queue; they all have seq > start_seq, so the handover has
+    neither gap nor overlap. Durable events at or below ``last_seq`` are dropped all the same.
+    """
+
+    def __init__(self, topic: str, since: int | None, queue: BoundedQueue, reader: LogReader,
+                 page: int) -> None:
+        self.topic = topic
+        self.start_seq = 0
+        self.last_seq = 0
+        self._since = since
+        self._queue = queue
+        self._reader = reader
+        self._page_size = page
+        self._page: deque[Event] = deque()
+        self._backlog_upto: int | None = None  # None: no backlog left to read
+        self._verify_since = False
+        self._reason: str | None = None
+        self._finished = False
+        self._wakeup = anyio.Event()
+        self._on_cut: Callable[[Subscription], None] | None = None
+
+    def start(self, head: int, on_cut: Callable[[Subscription], None]) -> None:
+        """Called by the hub, in the same step that adds it to the topic: ``head`` is the
+        last seq the topic handed out, so every later live event is > head."""
+        self._on_cut = on_cut
+        self.start_seq = head
+        since = self._since
+        if since is None:
+            self.last_seq = head
+        elif since < head:
+            self.last_seq = since
+            self._backlog_upto = head
+        else:
+            # Ahead of this process's head: fine if the database agrees (this node may be
+            # behind, catching up), a reset if the client's seq never existed.
+            self.last_seq = since
+            self._verify_since = True
+
+    @property
+    def cut_off(self) -> CutOff | None:
+        if self._reason is None:
+            return None
+        return CutOff(self._reason, self.last_seq, self.topic)
+
+    @property
+    def closed(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # --- the hub's side: never awaits ------------------------------------------------------
+
+    def push(self, item: Event | Reset) -> None:
+        if self._reason is not None:
+            return
+        if not self._queue.push(item):
+            self.close(OVERFLOW)
+            return
+        self._wakeup.set()
+
+    def close(self, reason: str) -> None:
+        if self._reason is not None:
+            return
+        self._reason = reason
+        # Drop what it holds at once: memory must not wait for a consumer that may never come.
+        self._queue.clear()
+        self._page.clear()
+        self._backlog_upto = None
+        self._verify_since = False
+        self._wakeup.set()
+        if self._on_cut is not None:
+            self._on_cut(self)
+
+    # --- the consumer's side -----------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event | Reset | CutOff:
+        if self._finished:
+            raise StopAsyncIteration
+        backlog = await self._next_backlog()
+        if backlog is not None:
+            return backlog
+        while True:
+            if self._reason is not None:
+                self._finished = True
+                return CutOff(self._reason, self.last_seq, self.topic)
+            item = self._queue.pop()
+            if item is None:
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+                continue
+            if isinstance(item, Reset):
+                self.last_seq = item.seq
+            elif item.seq is not None:
+                if item.seq <= self.last_seq:
+                    continue
+                self.last_seq = item.seq
+            return item
+
+    async def _next_backlog(self) -> Event | Reset | None:
+        while self._reason is None:
+            if self._page:
+                event = self._page.popleft()
+                assert event.seq is not None
+                self.last_seq = event.seq
+                return event
+            if self._verify_since:
+                self._verify_since = False
+                try:
+                    real = await self._reader.last_seq(self.topic)
+                except BridgeUnavailable:
+                    self.close(UNAVAILABLE)
+                    return None
+                if self._reason is None and self.last_seq > real:
+                    self.last_seq = max(real, self.start_seq)
+                    return Reset(self.topic, self.last_seq)
+                return None
+            upto = self._backlog_upto
+            if upto is None:
+                return None
+            if self.last_seq >= upto:
+                self._backlog_upto = None
+                return None
+            try:
+                rows = await self._reader.backlog(self.topic, self.last_seq, upto,
+                                                  self._page_size)
+            except BridgeUnavailable:
+                self.close(UNAVAILABLE)
+                return None
+            if self.closed:  # cut off while it waited for the page
+                return None
+            expected = self.last_seq + 1
+            for event in rows:
+                if event.seq != expected:
+                    break
+                self._page.append(event)
+                expected += 1
+            if not self._page:
+                # What follows last_seq was pruned: say so, then go on live after upto.
+                self._backlog_upto = None
+                self.last_seq = upto
+                return Reset(self.topic, upto)
+        return None
