@@ -1,0 +1,33 @@
+"""Who may read and write a session: its participants, while the session exists.
+
+The REST API and the realtime transports ask the same question the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+
+from api import errors
+from bridge import sqlfile
+
+_SQL = sqlfile.load("api.sql", "auth.sql")
+
+
+async def can_read_session(conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
+                           user_id: uuid.UUID) -> None:
+    """Returns when `user_id` takes part in the session; raises SESSION_NOT_FOUND (unknown or
+    soft-deleted session) or NOT_PARTICIPANT."""
+    cur = await conn.execute(_SQL.session_access,
+                             {"session_id": session_id, "user_id": user_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise errors.session_not_found()
+    if not row[0]:
+        raise errors.not_participant()
+
+
+# Writing takes the same rights as reading: every participant may comment and be present.
+can_write_session = can_read_session

@@ -1,0 +1,83 @@
+"""Bearer authentication against Laravel Sanctum's personal_access_tokens, as Sanctum does it.
+
+``Authorization: Bearer <id>|<plaintext>``: the row `id` must exist, belong to an existing
+user, hold ``sha256(plaintext)`` (compared in constant time) and not be expired
+(``expires_at``, and Sanctum's global ``expiration`` in minutes when configured). A bare
+plaintext is looked up by its hash, as Sanctum does for tokens without an id.
+
+``last_used_at`` is written at most once per ``TOUCH_EVERY_SECONDS`` per token, not on every
+request: the read says whether the stored value is stale, and only then is it updated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api import errors, tokens
+from bridge import sqlfile
+
+_SQL = sqlfile.load("api.sql", "auth.sql")
+TOUCH_EVERY_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class AuthUser:
+    user_id: uuid.UUID
+    token_id: int
+    # When the token stops working (aware): its expires_at, or created_at + Sanctum's global
+    # expiration when that comes first; None: never.
+    expires_at: datetime | None
+
+
+def bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header, or UNAUTHENTICATED."""
+    if not authorization:
+        raise errors.unauthenticated()
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise errors.unauthenticated()
+    return value.strip()
+
+
+async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None, *,
+                       expiration_minutes: int | None = None) -> AuthUser:
+    """The user behind an Authorization header value; raises ApiError(UNAUTHENTICATED)."""
+    token = bearer(authorization)  # no connection taken for a request without a token
+    async with pool.connection() as conn:
+        return await authenticate_conn(conn, token, expiration_minutes=expiration_minutes)
+
+
+async def authenticate_conn(conn: psycopg.AsyncConnection[Any], token: str, *,
+                            expiration_minutes: int | None = None) -> AuthUser:
+    """As `authenticate`, on a connection the caller holds (autocommit), for a bare token."""
+    parsed = tokens.parse(token)
+    if parsed is None:
+        raise errors.unauthenticated("error.token_invalid")
+    params: dict[str, Any] = {"expiration_minutes": expiration_minutes,
+                              "touch_every": TOUCH_EVERY_SECONDS}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if parsed.token_id is None:
+            params["hash"] = tokens.hash_plaintext(parsed.plaintext)
+            await cur.execute(_SQL.token_by_hash, params)
+        else:
+            params["token_id"] = parsed.token_id
+            await cur.execute(_SQL.token_by_id, params)
+        row = await cur.fetchone()
+    # Compare even when no row matched, so both paths hash the same plaintext.
+    stored = row["hash"] if row is not None else "0" * 64
+    if not tokens.matches(stored, parsed.plaintext) or row is None:
+        raise errors.unauthenticated("error.token_invalid")
+    if row["expired"]:
+        raise errors.unauthenticated("error.token_expired")
+    token_id = int(row["token_id"]) if parsed.token_id is None else parsed.token_id
+    if row["stale"]:
+        await conn.execute(_SQL.touch_token,
+                           {"token_id": token_id, "touch_every": TOUCH_EVERY_SECONDS})
+    return AuthUser(uuid.UUID(str(row["user_id"])), token_id, row["expires_at"])

@@ -1,0 +1,43 @@
+"""What an API process is told by its composer (`courtside serve`, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    database_url: str
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    # A request waiting longer than this for a connection gets 503 SERVICE_UNAVAILABLE.
+    pool_timeout: float = 10.0
+    # Comments a user may create per minute, over every process (RATE_LIMITED beyond).
+    comments_per_minute: int = 10
+    # A REST presence join lasts this long unless renewed by another join.
+    presence_ttl: float = 60.0
+    # isTyping stays true this long after `typing {isTyping: true}`.
+    typing_ttl: float = 5.0
+    # How long an Idempotency-Key is remembered.
+    idempotency_ttl: float = 24 * 3600.0
+    # Sanctum's `expiration` (minutes since created_at); None: only expires_at counts.
+    token_expiration_minutes: int | None = None
+    max_body_bytes: int = 64 * 1024
+    # How often this process prunes old idempotency keys and idle rate-limit buckets.
+    maintenance_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            raise ValueError("database_url is required")
+        if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
+            raise ValueError("need 0 <= pool_min_size <= pool_max_size, pool_max_size >= 1")
+        if self.comments_per_minute < 1:
+            raise ValueError("comments_per_minute must be at least 1")
+        for name in ("pool_timeout", "presence_ttl", "typing_ttl", "idempotency_ttl",
+                     "maintenance_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.token_expiration_minutes is not None and self.token_expiration_minutes < 1:
+            raise ValueError("token_expiration_minutes must be positive or None")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")

@@ -1,0 +1,82 @@
+"""What every REST handler does first: read the body within bounds, authenticate on the
+connection it will use, and read the common headers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from api import errors, validation
+from api.auth import AuthUser, authenticate_conn, bearer
+from api.config import ApiConfig
+from api.i18n import Message
+
+SOCKET_ID_HEADER = "X-Socket-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def config(request: Request) -> ApiConfig:
+    cfg: ApiConfig = request.app.state.config
+    return cfg
+
+
+def pool(request: Request) -> AsyncConnectionPool[Any]:
+    p: AsyncConnectionPool[Any] = request.app.state.pool
+    return p
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refused past max_body_bytes without reading the rest."""
+    limit = config(request).max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> errors.ApiError:
+    return errors.validation(Message("validation.body_too_large", {"max_bytes": limit}),
+                             status=413)
+
+
+def parse_json_body(request: Request, body: bytes, model: type[M]) -> M:
+    """A JSON body as `model` (after authentication: a stranger learns nothing from 422s)."""
+    if body.strip():
+        validation.check_content_type(request.headers.get("content-type"))
+    return validation.parse_body(body, model)
+
+
+@contextlib.asynccontextmanager
+async def authenticated(request: Request) -> AsyncIterator[
+        tuple[psycopg.AsyncConnection[Any], AuthUser]]:
+    """A pooled connection (autocommit) and the request's user, on that same connection."""
+    token = bearer(request.headers.get("authorization"))
+    async with pool(request).connection() as conn:
+        user = await authenticate_conn(
+            conn, token, expiration_minutes=config(request).token_expiration_minutes)
+        yield conn, user
+
+
+def socket_id(request: Request) -> str | None:
+    """X-Socket-ID (Laravel's toOthers()): recorded as the origin of the events we cause."""
+    return validation.header_token(request.headers, SOCKET_ID_HEADER, validation.SOCKET_ID_MAX)
+
+
+def idempotency_key(request: Request) -> str | None:
+    return validation.header_token(request.headers, IDEMPOTENCY_HEADER,
+                                   validation.IDEMPOTENCY_KEY_MAX)

@@ -1,0 +1,95 @@
+"""`/api/sessions/{sessionId}/presence/*` through the presence registry in PostgreSQL.
+
+A REST join is a presence row without a node that lives `presence_ttl` seconds unless
+another join renews it; its connection id is `rest:<token id>`, so each token is one
+presence and a user online through a socket as well stays online when the REST row ends.
+The registry functions publish user.online / user.offline / user.typing themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import endpoint
+from api.access import can_read_session, can_write_session
+from api.auth import AuthUser
+from api.i18n import negotiate, render
+from api.jsonio import JSONResponse
+from api.models import TypingUpdate
+from api.validation import path_uuid
+from bridge import sqlfile
+
+_SQL = sqlfile.load("api.sql", "presence.sql")
+
+
+def _where(session_id: uuid.UUID, user: AuthUser) -> dict[str, Any]:
+    return {"topic": f"session:{session_id}", "user_id": user.user_id,
+            "conn_id": f"rest:{user.token_id}"}
+
+
+def _message(request: Request, key: str) -> str:
+    return render(key, negotiate(request.headers.get("accept-language")))
+
+
+async def join(request: Request) -> Response:
+    async with endpoint.authenticated(request) as (conn, user):
+        session_id = path_uuid(request.path_params["sessionId"], "sessionId")
+        await can_write_session(conn, session_id, user.user_id)
+        where = _where(session_id, user)
+        async with conn.transaction():
+            await conn.execute(_SQL.join, {**where, "ttl": endpoint.config(request).presence_ttl})
+            cur = await conn.execute(_SQL.joined_at, where)
+            row = await cur.fetchone()
+            assert row is not None, "the row presence_join_v1 just wrote"
+    return JSONResponse({
+        "success": True,
+        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "joinedAt": row[0]},
+        "message": _message(request, "presence.joined"),
+    })
+
+
+async def leave(request: Request) -> Response:
+    async with endpoint.authenticated(request) as (conn, user):
+        session_id = path_uuid(request.path_params["sessionId"], "sessionId")
+        await can_write_session(conn, session_id, user.user_id)
+        cur = await conn.execute(_SQL.leave, _where(session_id, user))
+        row = await cur.fetchone()
+        assert row is not None
+    return JSONResponse({
+        "success": True,
+        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "leftAt": row[1]},
+        "message": _message(request, "presence.left"),
+    })
+
+
+async def typing(request: Request) -> Response:
+    body = await endpoint.read_body(request)
+    async with endpoint.authenticated(request) as (conn, user):
+        session_id = path_uuid(request.path_params["sessionId"], "sessionId")
+        origin = endpoint.socket_id(request)
+        await can_write_session(conn, session_id, user.user_id)
+        payload = endpoint.parse_json_body(request, body, TypingUpdate)
+        cur = await conn.execute(_SQL.typing, {
+            "topic": f"session:{session_id}", "user_id": user.user_id,
+            "is_typing": payload.isTyping, "for_seconds": endpoint.config(request).typing_ttl,
+            "origin": origin})
+        row = await cur.fetchone()
+        assert row is not None
+    return JSONResponse({
+        "success": True,
+        "data": {"sessionId": str(session_id), "userId": str(user.user_id),
+                 "isTyping": payload.isTyping, "timestamp": row[0]},
+    })
+
+
+async def users(request: Request) -> Response:
+    async with endpoint.authenticated(request) as (conn, user):
+        session_id = path_uuid(request.path_params["sessionId"], "sessionId")
+        await can_read_session(conn, session_id, user.user_id)
+        cur = await conn.execute(_SQL.users, {"topic": f"session:{session_id}"})
+        online = [row[0] for row in await cur.fetchall()]
+    return JSONResponse({"success": True, "data": online, "total": len(online)})

@@ -1,0 +1,1 @@
+"""Named SQL queries of the api package (loaded with bridge.sqlfile)."""

@@ -1,0 +1,51 @@
+-- Sanctum tokens. Laravel stores naive UTC timestamps: compare them with now() in UTC.
+-- A token's deadline is its expires_at or, with Sanctum's global `expiration` (minutes),
+-- created_at + expiration, whichever comes first (least() ignores NULLs).
+
+-- name: token_by_id
+-- The stored hash is compared in Python, in constant time; `stale` says whether
+-- last_used_at is old enough to be worth a write.
+SELECT t.token AS hash,
+       t.tokenable_id AS user_id,
+       d.deadline AT TIME ZONE 'UTC' AS expires_at,
+       coalesce(d.deadline <= (now() AT TIME ZONE 'UTC'), false) AS expired,
+       (t.last_used_at IS NULL OR t.last_used_at < (now() AT TIME ZONE 'UTC')
+                                                   - make_interval(secs => %(touch_every)s))
+           AS stale
+FROM public.personal_access_tokens t
+JOIN public.users u ON u.id = t.tokenable_id
+CROSS JOIN LATERAL (SELECT least(t.expires_at, t.created_at + make_interval(
+    mins => %(expiration_minutes)s::integer)) AS deadline) d
+WHERE t.id = %(token_id)s
+
+-- name: token_by_hash
+-- A bare plaintext (no "id|"): Sanctum looks it up by its hash.
+SELECT t.id AS token_id,
+       t.token AS hash,
+       t.tokenable_id AS user_id,
+       d.deadline AT TIME ZONE 'UTC' AS expires_at,
+       coalesce(d.deadline <= (now() AT TIME ZONE 'UTC'), false) AS expired,
+       (t.last_used_at IS NULL OR t.last_used_at < (now() AT TIME ZONE 'UTC')
+                                                   - make_interval(secs => %(touch_every)s))
+           AS stale
+FROM public.personal_access_tokens t
+JOIN public.users u ON u.id = t.tokenable_id
+CROSS JOIN LATERAL (SELECT least(t.expires_at, t.created_at + make_interval(
+    mins => %(expiration_minutes)s::integer)) AS deadline) d
+WHERE t.token = %(hash)s
+
+-- name: touch_token
+-- At most one write per token per `touch_every` seconds, whatever the request rate.
+UPDATE public.personal_access_tokens
+SET last_used_at = now() AT TIME ZONE 'UTC', updated_at = now() AT TIME ZONE 'UTC'
+WHERE id = %(token_id)s
+  AND (last_used_at IS NULL
+       OR last_used_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(touch_every)s))
+
+-- name: session_access
+-- No row: no such session (or soft-deleted). Else whether the user takes part in it.
+SELECT EXISTS (
+           SELECT 1 FROM public.sport_session_participants p
+           WHERE p.sport_session_id = s.id AND p.user_id = %(user_id)s) AS participant
+FROM public.sport_sessions s
+WHERE s.id = %(session_id)s AND s.deleted_at IS NULL

@@ -1,0 +1,150 @@
+"""The application around the routes: composition (extra routes and lifespan, state), errors
+outside the handlers (404, 405, a bug, the database going away), /openapi.json."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.app import ApiConfig, create_app
+from api.auth import authenticate
+from api.errors import ApiError, ErrorCode
+from courtside.pgcluster import Cluster
+from tests import factories
+from tests.servers import serve
+
+
+async def boom(_request: Request) -> Response:
+    raise ZeroDivisionError("a true bug")
+
+
+async def whoami(request: Request) -> Response:
+    """What a transport does: reuse api.auth with the app's pool."""
+    user = await authenticate(request.app.state.pool, request.headers.get("authorization"))
+    return JSONResponse({"user": str(user.user_id), "token": user.token_id})
+
+
+def test_extra_routes_and_lifespan_plug_into_the_app(db: str) -> None:
+    w = factories.world(db)
+    token = factories.token(db, w.owner)
+    seen: dict[str, object] = {}
+
+    @contextlib.asynccontextmanager
+    async def transports(app: Starlette) -> AsyncIterator[None]:
+        # Entered once the pool is open: it can be used right away.
+        pool = app.state.pool
+        assert isinstance(pool, AsyncConnectionPool)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT '{\"b\": 1, \"a\": [2]}'::jsonb")
+            row = await cur.fetchone()
+            seen["jsonb"] = row[0] if row else None
+        seen["config"] = app.state.config
+        seen["entered"] = True
+        yield
+        seen["exited"] = True
+
+    config = ApiConfig(database_url=db)
+    app = create_app(config, extra_routes=[Route("/whoami", whoami)], extra_lifespan=transports)
+    with serve(app) as base:
+        assert seen["entered"] is True
+        assert seen["config"] is config
+        assert seen["jsonb"] == {"a": [2], "b": 1}
+        r = httpx.get(f"{base}/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert r.json() == {"user": str(w.owner), "token": int(token.split("|")[0])}
+        # An ApiError raised by an extra route becomes the envelope too.
+        r = httpx.get(f"{base}/whoami")
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "UNAUTHENTICATED"
+    assert seen["exited"] is True
+
+
+def test_unknown_routes_and_methods_are_enveloped(db: str) -> None:
+    with serve(create_app(ApiConfig(database_url=db))) as base:
+        r = httpx.get(f"{base}/nowhere")
+        assert r.status_code == 404
+        assert r.json() == {"success": False, "error": {"code": "NOT_FOUND",
+                                                        "message": "Ressource non trouvée"}}
+        r = httpx.patch(f"{base}/api/sessions/{uuid.uuid4()}/comments")
+        assert r.status_code == 405
+        assert r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+        assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+        r = httpx.get(f"{base}/api/sessions/{uuid.uuid4()}/presence/join")
+        assert r.status_code == 405
+        assert r.headers["allow"] == "POST"
+
+
+def test_a_bug_is_logged_and_answered_with_a_clean_500(db: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(ApiConfig(database_url=db), extra_routes=[Route("/boom", boom)])
+    with caplog.at_level(logging.ERROR, logger="courtside.api"), serve(app) as base:
+        r = httpx.get(f"{base}/boom", headers={"Accept-Language": "en"})
+    assert r.status_code == 500
+    assert r.json() == {"success": False, "error": {"code": "INTERNAL_ERROR",
+                                                    "message": "Internal server error"}}
+    assert any("unhandled error in GET /boom" in rec.getMessage() and rec.exc_info
+               for rec in caplog.records)
+
+
+def test_openapi_json_is_served(db: str) -> None:
+    with serve(create_app(ApiConfig(database_url=db))) as base:
+        r = httpx.get(f"{base}/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"] == "3.1.0"
+    assert "/api/sessions/{sessionId}/comments" in doc["paths"]
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="comments_per_minute"):
+        ApiConfig(database_url="postgresql://x", comments_per_minute=0)
+    with pytest.raises(ValueError, match="pool"):
+        ApiConfig(database_url="postgresql://x", pool_min_size=5, pool_max_size=2)
+    with pytest.raises(ValueError, match="typing_ttl"):
+        ApiConfig(database_url="postgresql://x", typing_ttl=0)
+
+
+def test_database_down_is_503_then_recovers(own_cluster: Cluster) -> None:
+    dsn = own_cluster.dsn("courtside")
+    w = factories.world(dsn)
+    token = factories.token(dsn, w.owner)
+    headers = {"Authorization": f"Bearer {token}"}
+    config = ApiConfig(database_url=dsn, pool_timeout=2.0)
+    with serve(create_app(config)) as base:
+        url = f"{base}/api/sessions/{w.session_id}/comments"
+        assert httpx.get(url, headers=headers).status_code == 200
+        own_cluster.stop()
+        try:
+            r = httpx.get(url, headers=headers, timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == ErrorCode.SERVICE_UNAVAILABLE
+            assert r.headers["retry-after"] == "1"
+        finally:
+            own_cluster.start()
+        # Connections broken by the restart are replaced: no error reaches the client.
+        assert httpx.get(url, headers=headers, timeout=30).status_code == 200
+        r = httpx.post(url, headers=headers, json={"content": "back"}, timeout=30)
+        assert r.status_code == 201
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM sport_session_comments").fetchone()
+    assert row == (1,)
+
+
+def test_api_error_is_the_one_exception_type() -> None:
+    err = ApiError(ErrorCode.FORBIDDEN, 403, "error.forbidden_update")
+    assert isinstance(err, Exception)
+    assert err.render_message("fr") == "Vous n'êtes pas autorisé à modifier ce commentaire"
+    assert err.response("en").body == (
+        b'{"success":false,"error":{"code":"FORBIDDEN",'
+        b'"message":"You are not allowed to edit this comment"}}')
