@@ -1,0 +1,75 @@
+"""The realtime transports, composed: routes, the per-process state, the lifespan.
+
+Used by `courtside serve` (and the tests) as::
+
+    app = create_app(api_config, extra_routes=realtime_routes(),
+                     extra_lifespan=realtime_lifespan(dsn, listen_dsn))
+
+The lifespan starts one Bridge (one LISTEN connection) per process and the hub that acts on
+its control notifications. Routes: ``/ws``, ``GET /api/sessions/{sessionId}/events``,
+``POST /api/realtime/tickets``, ``GET /healthz``, ``GET /readyz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from api.realtime_http import create_ticket, healthz, readyz
+from api.realtime_state import Realtime, RealtimeConfig, realtime_of
+from api.sse import sse_endpoint
+from api.ws import ws_endpoint
+from bridge import Bridge, BridgeConfig
+
+__all__ = ["Realtime", "RealtimeConfig", "realtime_lifespan", "realtime_of", "realtime_routes"]
+
+log = logging.getLogger("courtside.realtime")
+
+
+def realtime_lifespan(
+    dsn: str,
+    listen_dsn: str | None = None,
+    *,
+    config: RealtimeConfig | None = None,
+    bridge_config: BridgeConfig | None = None,
+    node_id: str | None = None,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """An `extra_lifespan` for create_app: one Bridge and one hub for this process."""
+    rt_config = config or RealtimeConfig()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        bridge = Bridge(dsn, listen_dsn=listen_dsn, node_id=node_id,
+                        config=bridge_config or BridgeConfig())
+        async with anyio.create_task_group() as tg:
+            # Not `tg.start`: the app must come up (and /healthz answer, /readyz say 503)
+            # while the database is still unreachable; the bridge retries on its own.
+            tg.start_soon(bridge.run)
+            pool = getattr(app.state, "pool", None) or bridge.pool
+            rt = Realtime(bridge, pool, rt_config)
+            await tg.start(rt.run)
+            app.state.realtime = rt
+            app.state.bridge = bridge
+            try:
+                yield
+            finally:
+                rt.hub.shutdown()
+                tg.cancel_scope.cancel()
+
+    return lifespan
+
+
+def realtime_routes() -> list[BaseRoute]:
+    return [
+        WebSocketRoute("/ws", ws_endpoint),
+        Route("/api/sessions/{sessionId}/events", sse_endpoint, methods=["GET"]),
+        Route("/api/realtime/tickets", create_ticket, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]

@@ -1,0 +1,129 @@
+"""Who is on a realtime connection, and what they may subscribe to.
+
+A connection authenticates once, at the handshake, with ``Authorization: Bearer <token>`` or
+``?ticket=<t>`` (api/tickets.py). Either way it is bound to one Sanctum token: deleting or
+expiring that token later closes the connection (api/realtime_hub.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from api import tickets
+from api.auth import authenticate as authenticate_header
+from api.errors import ApiError
+from api.realtime_protocol import ErrorCode, Topic
+
+_SQL = tickets.SQL
+
+
+class AccessDenied(Exception):
+    def __init__(self, code: ErrorCode) -> None:
+        super().__init__(code.value)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    token_id: int
+    expires_at: datetime | None  # aware, UTC; None: the token does not expire
+
+    def expired(self, now: datetime | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return self.expires_at <= (now or datetime.now(UTC))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None,
+                       ticket: str | None, *,
+                       expiration_minutes: int | None = None) -> Principal:
+    """The connection's principal, or AccessDenied(UNAUTHENTICATED).
+
+    A header wins over a ticket; a bad header is refused even if a ticket is present, so a
+    client is never silently authenticated as someone else than it asked to be.
+    """
+    if authorization is not None:
+        try:
+            user = await authenticate_header(pool, authorization,
+                                             expiration_minutes=expiration_minutes)
+        except ApiError:
+            raise AccessDenied(ErrorCode.UNAUTHENTICATED) from None
+        expires_at = _aware(user.expires_at)
+        if expiration_minutes is not None:
+            expires_at = await tickets.token_deadline(pool, user.token_id, expiration_minutes)
+        principal = Principal(uuid.UUID(str(user.user_id)), int(user.token_id), expires_at)
+    elif ticket:
+        redeemed = await tickets.redeem(pool, ticket, expiration_minutes=expiration_minutes)
+        if redeemed is None:
+            raise AccessDenied(ErrorCode.UNAUTHENTICATED)
+        principal = Principal(redeemed.user_id, redeemed.token_id,
+                              _aware(redeemed.token_expires_at))
+    else:
+        raise AccessDenied(ErrorCode.UNAUTHENTICATED)
+    if principal.expired():
+        raise AccessDenied(ErrorCode.UNAUTHENTICATED)
+    return principal
+
+
+async def check_topic(pool: AsyncConnectionPool[Any], principal: Principal, topic: Topic) -> None:
+    """Raise AccessDenied unless `principal` may read `topic`.
+
+    ``user:<id>`` is readable by that user only. A session is readable by its participants,
+    and by every authenticated user while it is public; a deleted session by nobody.
+    """
+    if topic.kind == "user":
+        if topic.id != principal.user_id:
+            raise AccessDenied(ErrorCode.FORBIDDEN)
+        return
+    await check_session(pool, principal.user_id, topic.id)
+
+
+async def check_session(pool: AsyncConnectionPool[Any], user_id: uuid.UUID,
+                        session_id: uuid.UUID) -> None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SQL.session_access,
+                                 {"session_id": session_id, "user_id": user_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise AccessDenied(ErrorCode.SESSION_NOT_FOUND)
+    visibility, deleted, participant = row
+    if deleted:
+        raise AccessDenied(ErrorCode.SESSION_NOT_FOUND)
+    if not participant and visibility != "public":
+        raise AccessDenied(ErrorCode.NOT_PARTICIPANT)
+
+
+async def session_readers(pool: AsyncConnectionPool[Any], session_id: uuid.UUID,
+                          user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `user_ids` may read the session now."""
+    if not user_ids:
+        return set()
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SQL.session_readers,
+                                 {"session_id": session_id, "user_ids": list(user_ids)})
+        rows = await cur.fetchall()
+    return {uuid.UUID(str(r[0])) for r in rows}
+
+
+async def live_tokens(pool: AsyncConnectionPool[Any], token_ids: set[int],
+                      expiration_minutes: int | None = None) -> dict[int, datetime | None]:
+    """The tokens among `token_ids` that still exist, with their expiry."""
+    if not token_ids:
+        return {}
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SQL.live_tokens, {"token_ids": list(token_ids),
+                                                    "expiration_minutes": expiration_minutes})
+        rows = await cur.fetchall()
+    return {int(r[0]): _aware(r[1]) for r in rows}

@@ -1,0 +1,73 @@
+-- Queries of the realtime transports (api/ws.py, api/sse.py, api/tickets.py).
+
+-- name: issue_ticket
+-- Refused (no row) when the token already holds `limit` unexpired tickets.
+WITH outstanding AS (
+    SELECT count(*) AS n FROM realtime.tickets
+    WHERE token_id = %(token_id)s AND expires_at > now()
+)
+INSERT INTO realtime.tickets (ticket_hash, token_id, user_id, expires_at)
+SELECT %(hash)s, %(token_id)s, %(user_id)s, now() + make_interval(secs => %(ttl)s)
+FROM outstanding WHERE outstanding.n < %(limit)s
+RETURNING realtime.ts_v1(expires_at) AS expires_at
+
+-- name: prune_tickets
+DELETE FROM realtime.tickets WHERE expires_at < now() - interval '5 minutes'
+
+-- name: consume_ticket
+-- Single use: the row is gone whatever the outcome. The token behind it must still be
+-- valid (not deleted, not expired, its user still there); Laravel stores naive UTC times.
+WITH used AS (
+    DELETE FROM realtime.tickets WHERE ticket_hash = %(hash)s
+    RETURNING token_id, user_id, expires_at
+), token AS (
+    SELECT used.token_id, used.user_id, used.expires_at AS ticket_expires_at,
+           least(p.expires_at,
+                 p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
+               AT TIME ZONE 'UTC' AS token_expires_at
+    FROM used
+    JOIN public.personal_access_tokens p ON p.id = used.token_id
+    JOIN public.users u ON u.id = p.tokenable_id
+)
+SELECT token_id, user_id, token_expires_at
+FROM token
+WHERE ticket_expires_at > now() AND (token_expires_at IS NULL OR token_expires_at > now())
+
+-- name: token_deadline
+-- least() ignores NULLs: no expires_at and no global expiration → NULL, never expires.
+SELECT least(p.expires_at,
+             p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
+           AT TIME ZONE 'UTC'
+FROM public.personal_access_tokens p
+WHERE p.id = %(token_id)s
+
+-- name: session_access
+-- Who may read a session's events: its participants, or anyone when it is public.
+SELECT s.visibility,
+       s.deleted_at IS NOT NULL AS deleted,
+       EXISTS (SELECT 1 FROM public.sport_session_participants sp
+               WHERE sp.sport_session_id = s.id AND sp.user_id = %(user_id)s) AS participant
+FROM public.sport_sessions s
+WHERE s.id = %(session_id)s
+
+-- name: session_readers
+-- After a control notification: which of these users may still read the session.
+SELECT u.user_id
+FROM unnest(%(user_ids)s::uuid[]) AS u(user_id)
+JOIN public.sport_sessions s ON s.id = %(session_id)s AND s.deleted_at IS NULL
+WHERE s.visibility = 'public'
+   OR EXISTS (SELECT 1 FROM public.sport_session_participants sp
+              WHERE sp.sport_session_id = s.id AND sp.user_id = u.user_id)
+
+-- name: live_tokens
+-- After the LISTEN connection came back (control notifications may have been missed):
+-- which of these tokens still exist, and until when.
+SELECT p.id,
+       least(p.expires_at,
+             p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
+           AT TIME ZONE 'UTC' AS expires_at
+FROM public.personal_access_tokens p
+WHERE p.id = ANY (%(token_ids)s::bigint[])
+
+-- name: ping
+SELECT 1

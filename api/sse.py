@@ -1,0 +1,234 @@
+"""Server-Sent Events: ``GET /api/sessions/{sessionId}/events``.
+
+The request is refused with the API's JSON error envelope (401/403/404/422/429) until it is
+known to be allowed; only then does the 200 stream start. The stream is fed by a producer
+task through a small buffer, so a client that stops reading fills the bridge's bounded queue
+and is cut off, instead of growing memory here. An SSE subscriber is present in the session
+while its stream is open, like a WebSocket subscriber.
+
+When the server ends a stream (token revoked or expired, participant removed, restart, the
+client fell behind) it first sends ``event: closed`` with ``{"code", "message"}``: an
+``EventSource`` reconnects on its own, with Last-Event-ID, and is then answered with the
+error status that stops it (or resumes exactly where it was).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+import psycopg
+from anyio.streams.memory import MemoryObjectSendStream
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api import realtime_auth, sse_format
+from api.realtime_auth import AccessDenied, Principal
+from api.realtime_http import error_response
+from api.realtime_protocol import ErrorCode, Language, Topic, message_for, pick_language
+from api.realtime_state import Realtime, realtime_of
+from bridge import BridgeError, CutOff, Event, Reset
+
+log = logging.getLogger("courtside.sse")
+
+
+def sse_event_chunk(event: Event) -> bytes:
+    return sse_format.event(event.type, event.data, event.seq)
+
+
+class SseConnection:
+    def __init__(self, rt: Realtime, principal: Principal, topic: Topic, since: int | None,
+                 lang: Language) -> None:
+        self.rt = rt
+        self._principal = principal
+        self.topic = topic
+        self.since = since
+        self.lang = lang
+        self._conn_id = f"sse:{uuid.uuid4().hex}"
+        self._expires_at = principal.expires_at
+        self._expiry_changed = anyio.Event()
+        self._scope = anyio.CancelScope()
+        self._end: ErrorCode | None = None
+        self._cleaned = False
+        self._joined = False
+
+    # -- RealtimeConnection ------------------------------------------------------------------
+
+    @property
+    def conn_id(self) -> str:
+        return self._conn_id
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    def close_soon(self, code: ErrorCode) -> None:
+        if self._end is None:
+            self._end = code
+        self._scope.cancel()
+
+    def set_expiry(self, expires_at: datetime | None) -> None:
+        self._expires_at = expires_at
+        self._expiry_changed.set()
+
+    def revoke_topic(self, topic: str, code: ErrorCode) -> None:
+        if topic == self.topic.name:
+            self.close_soon(code)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        self.rt.hub.attach(self)
+        self.rt.hub.watch_topic(self, self.topic.name)
+
+    async def cleanup(self) -> None:
+        """Idempotent; runs whether or not the stream ever started."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        hub = self.rt.hub
+        hub.unwatch_topic(self, self.topic.name)
+        hub.detach(self)
+        hub.release(self.principal)
+        if self._joined:
+            self._joined = False
+            with (anyio.CancelScope(shield=True), anyio.move_on_after(2.0),
+                  contextlib.suppress(BridgeError)):
+                await self.rt.bridge.presence.leave(self.topic.name, self.principal.user_id,
+                                                    self.conn_id)
+
+    async def produce(self, out: MemoryObjectSendStream[bytes], shutdown: anyio.Event) -> None:
+        async with out:
+            try:
+                with self._scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._watch_expiry)
+                        tg.start_soon(self._watch_shutdown, shutdown)
+                        await self._stream(out)
+                        tg.cancel_scope.cancel()
+            except (BridgeError, TimeoutError, psycopg.Error):
+                log.warning("SSE stream of %s failed", self.topic.name, exc_info=True)
+                self._end = self._end or ErrorCode.NOT_READY
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the response is gone
+            finally:
+                await self.cleanup()
+            if self._end is not None:
+                body = orjson.dumps({"code": self._end.value,
+                                     "message": message_for(self._end, self.lang)})
+                with anyio.move_on_after(1.0), contextlib.suppress(anyio.BrokenResourceError):
+                    await out.send(sse_format.event("closed", body))
+
+    async def _stream(self, out: MemoryObjectSendStream[bytes]) -> None:
+        bridge = self.rt.bridge
+        name = self.topic.name
+        async with contextlib.AsyncExitStack() as stack:
+            with anyio.fail_after(self.rt.config.setup_timeout):
+                sub = await stack.enter_async_context(bridge.subscribe(
+                    name, since=self.since, max_queue=self.rt.config.limits.outbound_queue))
+                self._joined = True
+                await bridge.presence.join(name, self.principal.user_id, self.conn_id)
+            # The first bytes of the stream: from here on nothing is missed, so a client
+            # that needs to know when it is live waits for this.
+            await out.send(sse_format.retry(self.rt.config.limits.sse_retry_ms))
+            async for item in sub:
+                if isinstance(item, Event):
+                    await out.send(item.encoded("sse", sse_event_chunk))
+                elif isinstance(item, Reset):
+                    await out.send(sse_format.reset(item.topic, item.seq))
+                elif isinstance(item, CutOff):
+                    self._end = self._end or {
+                        "overflow": ErrorCode.SLOW_CONSUMER,
+                        "shutdown": ErrorCode.SERVICE_RESTART,
+                    }.get(item.reason, ErrorCode.NOT_READY)
+                    return
+
+    async def _watch_shutdown(self, shutdown: anyio.Event) -> None:
+        await shutdown.wait()
+        self.close_soon(ErrorCode.SERVICE_RESTART)
+
+    async def _watch_expiry(self) -> None:
+        while True:
+            changed = self._expiry_changed = anyio.Event()
+            expires_at = self._expires_at
+            if expires_at is None:
+                await changed.wait()
+                continue
+            delay = (expires_at - datetime.now(UTC)).total_seconds()
+            if delay <= 0:
+                self.close_soon(ErrorCode.TOKEN_EXPIRED)
+                return
+            with anyio.move_on_after(delay):
+                await changed.wait()
+
+
+class _SseResponse(EventSourceResponse):
+    def __init__(self, conn: SseConnection, **kwargs: Any) -> None:
+        send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=16)
+        # On server shutdown sse-starlette sets `shutdown` and waits the grace period for
+        # the stream to end by itself: the producer then says goodbye and closes cleanly,
+        # instead of the response being cut mid-stream.
+        shutdown = anyio.Event()
+        super().__init__(receive, data_sender_callable=lambda: conn.produce(send, shutdown),
+                         shutdown_event=shutdown, shutdown_grace_period=2.0, **kwargs)
+        self._conn = conn
+        self._streams = (send, receive)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("SSE client of %s stopped reading; dropped", self._conn.topic.name)
+        finally:
+            for stream in self._streams:
+                stream.close()
+            await self._conn.cleanup()
+
+
+async def sse_endpoint(request: Request) -> Response:
+    rt = realtime_of(request.app)
+    lang = pick_language(request.headers.get("accept-language"))
+    try:
+        session_id = uuid.UUID(request.path_params["sessionId"])
+    except ValueError:
+        return error_response(ErrorCode.SESSION_NOT_FOUND, lang)
+    topic = Topic("session", session_id)
+    try:
+        since = sse_format.resume_point(request.headers.get("last-event-id"),
+                                        request.query_params.get("since"))
+    except sse_format.ResumeError:
+        return error_response(ErrorCode.INVALID_FRAME, lang, "Last-Event-ID / since")
+    try:
+        principal = await rt.authenticate(request.headers.get("authorization"),
+                                          request.query_params.get("ticket"))
+    except AccessDenied as denied:
+        return error_response(denied.code, lang)
+    except psycopg.Error:
+        return error_response(ErrorCode.NOT_READY, lang)
+    refused = rt.hub.admit(principal)
+    if refused is not None:
+        return error_response(refused, lang)
+    conn = SseConnection(rt, principal, topic, since, lang)
+    conn.register()
+    try:
+        await realtime_auth.check_topic(rt.pool, principal, topic)
+    except AccessDenied as denied:
+        await conn.cleanup()
+        return error_response(denied.code, lang)
+    except psycopg.Error:
+        await conn.cleanup()
+        return error_response(ErrorCode.NOT_READY, lang)
+    if request.method == "HEAD":
+        await conn.cleanup()
+        return Response(status_code=200, media_type="text/event-stream")
+    return _SseResponse(conn, ping=rt.config.limits.sse_heartbeat,
+                        send_timeout=rt.config.send_timeout,
+                        headers={"Cache-Control": "no-cache, no-store"})

@@ -1,0 +1,373 @@
+"""The native WebSocket endpoint, ``/ws``: api/ws_core.py's decisions, carried out.
+
+One connection is one task group: the reader (client frames, in order — a subscribe is
+answered before the next frame is read), one pump per subscription (bridge → socket), the
+token-expiry watcher, the typing-expiry timer and the control inbox (revocations from the
+hub). Every send goes through one lock, with a timeout: a peer that stops reading is dropped
+instead of holding the server. Whatever ends the connection, the task group unwinds, every
+presence row is left and the close frame says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import anyio
+import anyio.abc
+import psycopg
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api import realtime_auth
+from api.realtime_auth import AccessDenied, Principal
+from api.realtime_http import deny_websocket
+from api.realtime_protocol import (
+    CloseCode,
+    ErrorCode,
+    Language,
+    Topic,
+    connected_frame,
+    error_frame,
+    event_frame,
+    new_socket_id,
+    parse_topic,
+    pick_language,
+    reset_frame,
+    subscribed_frame,
+)
+from api.realtime_state import Realtime, realtime_of
+from api.ws_core import (
+    Action,
+    Close,
+    PublishTyping,
+    Reply,
+    StartSubscription,
+    StopSubscription,
+    WsCore,
+)
+from bridge import BridgeError, CutOff, Event, Reset, Subscription
+
+log = logging.getLogger("courtside.ws")
+
+_CLOSE_FOR: dict[ErrorCode, CloseCode] = {
+    ErrorCode.TOKEN_REVOKED: CloseCode.TOKEN_REVOKED,
+    ErrorCode.TOKEN_EXPIRED: CloseCode.TOKEN_EXPIRED,
+    ErrorCode.SERVICE_RESTART: CloseCode.SERVICE_RESTART,
+    ErrorCode.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
+    ErrorCode.NOT_READY: CloseCode.TRY_AGAIN_LATER,
+    ErrorCode.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
+}
+
+
+def ws_event_frame(event: Event) -> bytes:
+    return event_frame(event.topic, event.seq, event.type, event.data)
+
+
+class WsConnection:
+    def __init__(self, rt: Realtime, websocket: WebSocket, principal: Principal,
+                 lang: Language) -> None:
+        self.rt = rt
+        self.ws = websocket
+        self._principal = principal
+        self.lang = lang
+        self.socket_id = new_socket_id()
+        self.core = WsCore(rt.config.limits, principal.user_id, lang, anyio.current_time())
+        self._expires_at = principal.expires_at
+        self._expiry_changed = anyio.Event()
+        self._typing_changed = anyio.Event()
+        self._send_lock = anyio.Lock()
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[
+            tuple[str, ErrorCode]](max_buffer_size=256)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._close: tuple[CloseCode, str] | None = None
+        self._dead = False  # the socket is gone or unusable: send nothing more
+
+    # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
+
+    @property
+    def conn_id(self) -> str:
+        return self.socket_id
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    def close_soon(self, code: ErrorCode) -> None:
+        self._finish(_CLOSE_FOR.get(code, CloseCode.INTERNAL_ERROR), code.value)
+
+    def set_expiry(self, expires_at: datetime | None) -> None:
+        self._expires_at = expires_at
+        self._expiry_changed.set()
+
+    def revoke_topic(self, topic: str, code: ErrorCode) -> None:
+        try:
+            self._inbox_in.send_nowait((topic, code))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.close_soon(ErrorCode.INTERNAL_ERROR)
+
+    def _finish(self, code: CloseCode, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hub = self.rt.hub
+        hub.attach(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self._close is not None:  # revoked between authentication and attach
+                    tg.cancel_scope.cancel()
+                await self.send(connected_frame(self.socket_id))
+                tg.start_soon(self._watch_expiry)
+                tg.start_soon(self._typing_timer)
+                tg.start_soon(self._inbox)
+                await self._read(tg)
+                tg.cancel_scope.cancel()
+        finally:
+            hub.detach(self)
+            self._inbox_in.close()
+            self._inbox_out.close()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._goodbye()
+
+    async def _goodbye(self) -> None:
+        if self._close is not None and not self._dead:
+            code, reason = self._close
+            self._dead = True
+            with contextlib.suppress(Exception):
+                await self.ws.close(int(code), reason)
+
+    async def send(self, frame: bytes) -> None:
+        if self._dead:
+            raise _Gone
+        async with self._send_lock:
+            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
+                try:
+                    await self.ws.send_text(frame.decode())
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    self._dead = True
+                    raise _Gone from None
+            if scope.cancelled_caught:
+                # The peer stopped reading; its buffers are full. Drop it.
+                self._dead = True
+                self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
+                raise _Gone
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _read(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            message = await self.ws.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                self._dead = True
+                return
+            now = anyio.current_time()
+            if message.get("text") is not None:
+                actions = self.core.receive_text(message["text"], now)
+            else:
+                actions = self.core.receive_bytes(now)
+            try:
+                for action in actions:
+                    await self._act(action, tg)
+            except _Gone:
+                return
+
+    async def _act(self, action: Action, tg: anyio.abc.TaskGroup) -> None:
+        if isinstance(action, Reply):
+            await self.send(action.frame)
+        elif isinstance(action, StartSubscription):
+            await tg.start(self._subscription, action.topic, action.since)
+        elif isinstance(action, StopSubscription):
+            scope = self._scopes.pop(action.topic.name, None)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(action, PublishTyping):
+            await self._publish_typing(action.topic, action.is_typing)
+        elif isinstance(action, Close):
+            self._finish(action.code, action.reason)
+
+    async def _publish_typing(self, topic: Topic, is_typing: bool) -> None:
+        try:
+            await self.rt.bridge.presence.typing(
+                topic.name, self.principal.user_id, is_typing,
+                duration=self.rt.config.limits.typing_ttl, origin=self.socket_id)
+        except BridgeError:
+            log.warning("typing on %s failed", topic.name, exc_info=True)
+            await self.send(error_frame(ErrorCode.NOT_READY, self.lang, topic.name))
+        self._typing_changed.set()
+
+    async def _subscription(self, topic: Topic, since: int | None, *,
+                            task_status: anyio.abc.TaskStatus[None]) -> None:
+        name = topic.name
+        hub = self.rt.hub
+        scope = anyio.CancelScope()
+        self._scopes[name] = scope
+        hub.watch_topic(self, name)  # before the check: see api/realtime_hub.py
+        joined = False
+        started = False
+        try:
+            with scope:
+                try:
+                    await realtime_auth.check_topic(self.rt.pool, self.principal, topic)
+                except AccessDenied as denied:
+                    self.core.subscription_refused(topic)
+                    await self.send(error_frame(denied.code, self.lang, name))
+                    return
+                async with contextlib.AsyncExitStack() as stack:
+                    with anyio.fail_after(self.rt.config.setup_timeout):
+                        sub = await stack.enter_async_context(self.rt.bridge.subscribe(
+                            name, since=since, max_queue=self.rt.config.limits.outbound_queue))
+                        presence: list[object] = []
+                        if topic.kind == "session":
+                            joined = True
+                            await self.rt.bridge.presence.join(
+                                name, self.principal.user_id, self.socket_id)
+                            presence = list(await self.rt.bridge.presence.list(name))
+                    await self.send(subscribed_frame(name, sub.start_seq, presence,
+                                                     self.socket_id))
+                    self.core.subscription_started(topic)
+                    started = True
+                    task_status.started()
+                    await self._pump(sub)
+        except (BridgeError, TimeoutError, psycopg.Error):
+            log.warning("subscription to %s failed", name, exc_info=True)
+            if not started:
+                self.core.subscription_refused(topic)
+                with contextlib.suppress(_Gone):
+                    await self.send(error_frame(ErrorCode.NOT_READY, self.lang, name))
+            else:
+                self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
+        except _Gone:
+            pass
+        finally:
+            if self._scopes.get(name) is scope:
+                del self._scopes[name]
+            hub.unwatch_topic(self, name)
+            if joined:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                    await self._leave(topic)
+            if not started:
+                self.core.subscription_refused(topic)
+                task_status.started()
+
+    async def _leave(self, topic: Topic) -> None:
+        # The connection is going (or the topic is): say the user stopped typing there, so
+        # their other connections' presence does not show a stale indicator, then leave.
+        with contextlib.suppress(BridgeError):
+            if self.core.typing_active(topic.name):
+                await self.rt.bridge.presence.typing(topic.name, self.principal.user_id, False,
+                                                     origin=self.socket_id)
+            await self.rt.bridge.presence.leave(topic.name, self.principal.user_id,
+                                                self.socket_id)
+
+    async def _pump(self, sub: Subscription) -> None:
+        async for item in sub:
+            if isinstance(item, Event):
+                if item.origin is not None and item.origin == self.socket_id:
+                    continue  # sender exclusion (X-Socket-ID)
+                if item.type == "mention.created" and not await self._may_see_mention(item):
+                    continue
+                await self.send(item.encoded("ws", ws_event_frame))
+            elif isinstance(item, Reset):
+                await self.send(reset_frame(item.topic, item.seq))
+            elif isinstance(item, CutOff):
+                if item.reason == "overflow":
+                    self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
+                elif item.reason == "shutdown":
+                    self._finish(CloseCode.SERVICE_RESTART, ErrorCode.SERVICE_RESTART.value)
+                else:
+                    self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
+                return
+
+    async def _may_see_mention(self, event: Event) -> bool:
+        """A mention carries a session's comment to a user topic. The REST API only lets
+        participants be mentioned, but any SQL writer can mention anyone: deliver it only to
+        a reader of that session, so no outsider ever receives a byte of a private one.
+        (Such a skipped event leaves a hole in the user topic's seq.)"""
+        try:
+            session_id = uuid.UUID(str(event.payload["sessionId"]))
+            await realtime_auth.check_session(self.rt.pool, self.principal.user_id, session_id)
+        except AccessDenied:
+            return False
+        except (KeyError, TypeError, ValueError, psycopg.Error):
+            log.warning("could not check %r; not delivered", event, exc_info=True)
+            return False
+        return True
+
+    async def _inbox(self) -> None:
+        async with self._inbox_out:
+            async for topic, code in self._inbox_out:
+                parsed = parse_topic(topic)
+                if parsed is None:
+                    continue
+                for action in self.core.subscription_revoked(parsed, code):
+                    if isinstance(action, StopSubscription):
+                        scope = self._scopes.pop(topic, None)
+                        if scope is not None:
+                            scope.cancel()
+                    elif isinstance(action, PublishTyping):
+                        await self._publish_typing(action.topic, False)
+                    elif isinstance(action, Reply):
+                        try:
+                            await self.send(action.frame)
+                        except _Gone:
+                            return
+
+    async def _watch_expiry(self) -> None:
+        while True:
+            changed = self._expiry_changed = anyio.Event()
+            expires_at = self._expires_at
+            if expires_at is None:
+                await changed.wait()
+                continue
+            delay = (expires_at - datetime.now(UTC)).total_seconds()
+            if delay <= 0:
+                self.close_soon(ErrorCode.TOKEN_EXPIRED)
+                return
+            with anyio.move_on_after(delay):
+                await changed.wait()
+
+    async def _typing_timer(self) -> None:
+        while True:
+            changed = self._typing_changed = anyio.Event()
+            deadline = self.core.next_typing_deadline()
+            if deadline is None:
+                await changed.wait()
+                continue
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                await changed.wait()
+            for action in self.core.typing_due(anyio.current_time()):
+                if isinstance(action, PublishTyping):
+                    await self._publish_typing(action.topic, action.is_typing)
+
+
+class _Gone(Exception):
+    """The socket cannot be written to any more."""
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    rt = realtime_of(websocket.app)
+    lang = pick_language(websocket.headers.get("accept-language"))
+    try:
+        principal = await rt.authenticate(websocket.headers.get("authorization"),
+                                          websocket.query_params.get("ticket"))
+    except AccessDenied as denied:
+        await deny_websocket(websocket, denied.code, lang)
+        return
+    refused = rt.hub.admit(principal)
+    if refused is not None:
+        await deny_websocket(websocket, refused, lang)
+        return
+    try:
+        await websocket.accept()
+        await WsConnection(rt, websocket, principal, lang).run()
+    finally:
+        rt.hub.release(principal)
