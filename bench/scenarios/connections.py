@@ -1,0 +1,101 @@
+"""Scenario `connections`: N idle WebSocket subscribers on one server process.
+
+Resident memory per connection (the server's RSS after the connections, less its RSS with a
+handful of warm connections, over N), the time to accept and subscribe them all, and the
+spread of a broadcast to all of them (commit → receipt over every connection).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import profiling
+from bench.database import SessionFx, make_sessions
+from bench.dialects import SYSTEMS
+from bench.harness import BenchError, Run, subscriber_specs
+from bench.servers import Server
+from bench.stats import latency_summary
+
+_WARM = 10
+_DISTINCT_USERS = 10
+
+
+def run(r: Run) -> dict[str, Any]:
+    p = r.profile
+    session = make_sessions(r.db, 1, _DISTINCT_USERS)[0]
+    out: dict[str, Any] = {"workload": {"connections": p.connections,
+                                        "broadcasts": p.connection_broadcasts},
+                           "systems": {}}
+    for system in SYSTEMS:
+        if not r.runnable(system):
+            if system in r.systems:
+                out["systems"][system] = {"skipped": r.unavailable[system]}
+            continue
+        with r.leg(out["systems"], system) as entry:
+            r.need(8 + p.connections / 300, f"connections/{system}")
+            with r.server(system, traced=True) as server:
+                _system(r, system, server, session, entry)
+    return out
+
+
+def _system(r: Run, system: str, server: Server, session: SessionFx,
+            entry: dict[str, Any]) -> None:
+    p = r.profile
+    n = p.connections
+    targets = [[session.id, session.users[0]]]
+    try:
+        warm = r.connect(system, server, subscriber_specs(session, _WARM, _DISTINCT_USERS),
+                         timeout=30.0)
+        if warm["failed"]:
+            raise BenchError(f"warm-up connections failed: {warm['errors']}")
+        r.reset()
+        r.insert(targets, 1)
+        r.wait_received(_WARM, timeout=20)
+        time.sleep(0.5)
+        snap0 = server.snapshot() if server.traced_dir else None
+        rss0 = server.rss()
+        cpu0 = server.cpu()
+        with r.profiled(server, f"connections-accept-{system}-n{n}"):
+            connected = r.connect(system, server,
+                                  subscriber_specs(session, n, _DISTINCT_USERS),
+                                  timeout=60.0 + n / 50, concurrency=50, retries=3)
+        accept_cpu = server.cpu() - cpu0
+        if connected["failed"]:
+            raise BenchError(f"{connected['failed']} of {n} connections failed: "
+                             f"{connected['errors']}")
+        time.sleep(1.0 + n / 5000)  # presence traffic and allocator settle
+        rss1 = server.rss()
+        if snap0 is not None:
+            r.profiles[f"memory-{system}-n{n}"] = profiling.memory_diff(
+                snap0, server.snapshot(), per=n)
+        total = n + _WARM
+        broadcasts: list[dict[str, Any]] = []
+        all_latencies: list[int] = []
+        for _ in range(p.connection_broadcasts):
+            r.reset()
+            first, _stamps = r.insert(targets, 1)
+            r.wait_received(total, timeout=30 + n / 500, quiet=3.0)
+            got = r.received()
+            _, latencies = got.for_range(first, first)
+            all_latencies.extend(latencies)
+            broadcasts.append({"received": len(latencies), "expected": total,
+                               **latency_summary(latencies)})
+        end = r.received(samples=False)
+        still_open = end.open
+    finally:
+        r.close_all()
+    entry.update({
+        "connections": n,
+        "accept_all_s": connected["seconds"],
+        "retried_handshakes": connected["retries"],
+        "accepts_per_s": n / connected["seconds"] if connected["seconds"] > 0 else None,
+        "server_cpu_per_accept_us": accept_cpu / n * 1e6,
+        "rss_before_bytes": rss0, "rss_after_bytes": rss1,
+        "rss_per_connection_kb": (rss1 - rss0) / n / 1024,
+        "broadcasts": broadcasts,
+        "broadcast": latency_summary(all_latencies),
+        "lost": p.connection_broadcasts * total - len(all_latencies),
+        "open_at_end": still_open,
+        "close_codes": end.close_codes, "notices": end.notices,
+    })

@@ -1,0 +1,228 @@
+"""The benchmark harness: its pure parts without sockets, and one real `--quick` run that must
+produce files and finite, positive numbers (never a judgement of the machine's speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import profiling, report, stats
+from bench.dialects import ConnSpec, Dialect, find_marker, make_dialect, marker_content
+from bench.profiles import QUICK, override
+from bench.wsframes import (
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameParser,
+    ProtocolError,
+    accept_value,
+    encode_frame,
+    encode_server_frame,
+    handshake_request,
+    parse_handshake,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# -- the WebSocket codec -----------------------------------------------------------------------
+
+
+def test_frames_of_every_length_form_split_anywhere() -> None:
+    messages = [b"", b"x" * 125, b"y" * 126, b"z" * 70_000]
+    wire = b"".join(encode_server_frame(OP_TEXT, m) for m in messages)
+    for chunk in (1, 7, 4096, len(wire)):
+        parser = FrameParser()
+        got: list[tuple[int, bytes]] = []
+        for i in range(0, len(wire), chunk):
+            got.extend(parser.feed(wire[i:i + chunk]))
+        assert got == [(OP_TEXT, m) for m in messages]
+
+
+def test_fragments_are_joined_and_control_frames_pass_between_them() -> None:
+    wire = (struct.pack("!BB", OP_TEXT, 3) + b"abc"          # FIN clear: first fragment
+            + encode_server_frame(OP_PING, b"p")             # control frame in between
+            + struct.pack("!BB", 0x80, 2) + b"de")           # final continuation
+    assert FrameParser().feed(wire) == [(OP_PING, b"p"), (OP_TEXT, b"abcde")]
+
+
+def test_masked_server_frame_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        FrameParser().feed(encode_frame(OP_TEXT, b"hi"))
+
+
+def test_client_frames_are_masked_with_a_zero_key() -> None:
+    frame = encode_frame(OP_CLOSE, b"\x03\xe8")
+    assert frame[0] == 0x80 | OP_CLOSE
+    assert frame[1] == 0x80 | 2
+    assert frame[2:6] == b"\x00\x00\x00\x00"
+    assert frame[6:] == b"\x03\xe8"
+
+
+def test_handshake() -> None:
+    request, key = handshake_request("127.0.0.1", 8000, "/ws", {"Authorization": "Bearer t"})
+    assert request.startswith(b"GET /ws HTTP/1.1\r\n")
+    assert b"Authorization: Bearer t\r\n" in request
+    head = (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n").encode()
+    assert parse_handshake(head[:20], key) is None
+    result = parse_handshake(head + b"\x81\x01x", key)
+    assert result is not None
+    assert result.rest == b"\x81\x01x"
+    with pytest.raises(ProtocolError):
+        parse_handshake(b"HTTP/1.1 403 Forbidden\r\n\r\n", key)
+    with pytest.raises(ProtocolError):
+        parse_handshake(head.replace(accept_value(key).encode(), b"wrong"), key)
+
+
+# -- dialects ----------------------------------------------------------------------------------
+
+
+def _ready(dialect: Dialect) -> bool:
+    return dialect.ready  # a call: mypy does not carry a narrowing of it across on_text
+
+
+def test_marker_round_trip_inside_any_frame() -> None:
+    content = marker_content(42, 1_700_000_000_123_456_789)
+    framed = b'{"type":"event","data":{"comment":{"content":"' + content.encode() + b'"}}}'
+    assert find_marker(framed) == (42, 1_700_000_000_123_456_789)
+    assert find_marker(b'{"type":"subscribed"}') is None
+
+
+def test_courtside_dialect_subscribes_and_reads_its_seq() -> None:
+    d = make_dialect("courtside", ConnSpec("session:abc", token="1|x", since=7))
+    assert d.headers() == {"Authorization": "Bearer 1|x"}
+    assert json.loads(d.opened()[0]) == {"type": "subscribe", "topic": "session:abc",
+                                         "since": 7}
+    d.on_text(b'{"type":"connected","socketId":"1.2"}')
+    assert not _ready(d)
+    d.on_text(b'{"type":"subscribed","topic":"session:abc","seq":12,"presence":[]}')
+    assert _ready(d)
+    assert d.seq == 12
+    refused = make_dialect("courtside", ConnSpec("session:abc"))
+    refused.on_text(b'{"type":"error","code":"NOT_PARTICIPANT","message":"..."}')
+    assert refused.error == "NOT_PARTICIPANT"
+
+
+def test_socketio_dialect_handshake_and_heartbeat() -> None:
+    d = make_dialect("socketio", ConnSpec("session:abc"))
+    assert d.path.startswith("/socket.io/?EIO=4&transport=websocket")
+    assert d.on_text(b'0{"sid":"s","pingInterval":25000}') == [b"40"]
+    assert d.on_text(b'40{"sid":"n"}') == [b'42["subscribe","session:abc"]']
+    assert d.on_text(b"2") == [b"3"]
+    assert not _ready(d)
+    d.on_text(b'42["subscribed","session:abc"]')
+    assert _ready(d)
+
+
+def test_floor_dialect() -> None:
+    d = make_dialect("floor", ConnSpec("session:a b"))
+    assert d.path == "/ws?topic=session%3Aa%20b"
+    d.on_text(b"ready")
+    assert _ready(d)
+
+
+# -- numbers and reports -----------------------------------------------------------------------
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert stats.percentile(values, 50) == 50
+    assert stats.percentile(values, 99) == 99
+    assert stats.percentile(values, 100) == 100
+    assert math.isnan(stats.percentile([], 50))
+    summary = stats.latency_summary([2_000_000, 1_000_000, 3_000_000])
+    assert summary["p50_ms"] == 2.0
+    assert summary["max_ms"] == 3.0
+
+
+def test_profile_summary_drops_shared_frames(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (a.py:1);loop (a.py:2);send (b.py:3) 6\n"
+                   "main (a.py:1);loop (a.py:2);wake (c.py:4) 4\n")
+    summary = profiling.summarize(raw)
+    assert summary["samples"] == 10
+    assert summary["self"][0] == ["send (b.py)", 60.0]
+    assert [name for name, _ in summary["inclusive"]] == ["send (b.py)", "wake (c.py)"]
+
+
+def test_profile_overrides() -> None:
+    p = override(QUICK, ["fanout_sizes=10,20", "connections=7", "latency_duration=0.5"])
+    assert (p.fanout_sizes, p.connections, p.latency_duration) == ((10, 20), 7, 0.5)
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        override(QUICK, ["nope=1"])
+
+
+# -- a real quick run --------------------------------------------------------------------------
+
+
+def _positive(value: Any) -> bool:
+    return stats.finite(value) and value > 0
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)]
+    server = os.environ.get("COURTSIDE_TEST_DATABASE_URL")
+    if server:
+        command += ["--dsn", server]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert (tmp_path / "quick.md").read_text().startswith("# courtside bench")
+    assert (tmp_path / "quick-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "quick.json").read_text())
+    unavailable = results["meta"]["unavailable"]
+    systems = [s for s in ("courtside", "floor", "naive", "socketio") if s not in unavailable]
+    scen = results["scenarios"]
+    assert set(scen) == {"writes", "latency", "fanout", "connections", "resume"}
+
+    for system in systems:
+        leg = scen["latency"]["systems"][system]["sql@100"]
+        assert leg["lost"] == 0, (system, leg)
+        assert leg["received"] == leg["expected"] > 0
+        for key in ("p50_ms", "p99_ms", "max_ms", "deliveries_per_s", "server_cpu_s"):
+            assert _positive(leg[key]), (system, key, leg[key])
+        assert leg["p50_ms"] <= leg["p99_ms"] <= leg["max_ms"]
+    rest = scen["latency"]["systems"]["courtside"]["rest@100"]
+    assert rest["lost"] == 0
+    assert _positive(rest["p99_ms"])
+
+    for key, floor in scen["fanout"]["socket_floor"].items():
+        assert _positive(floor["cpu_per_send_us"]), key
+    for system in systems:
+        for size in QUICK.fanout_sizes:
+            leg = scen["fanout"]["systems"][system][f"n={size}"]
+            assert leg["lost"] == 0, (system, size, leg)
+            assert _positive(leg["server_cpu_per_delivery_us"]), (system, size)
+            assert _positive(leg["commit_to_last_ms"]["p50"]), (system, size)
+
+    for system in systems:
+        leg = scen["connections"]["systems"][system]
+        assert leg["lost"] == 0, (system, leg)
+        assert leg["open_at_end"] == QUICK.connections + 10
+        for key in ("accept_all_s", "rss_per_connection_kb"):
+            assert _positive(leg[key]), (system, key, leg[key])
+
+    for clients in map(str, QUICK.write_clients):
+        for mode in QUICK.write_modes:
+            assert _positive(scen["writes"]["results"][clients][mode]["tps"]), (clients, mode)
+        assert _positive(scen["writes"]["results"][clients]["triggers"]["ratio_to_none"])
+
+    resume = scen["resume"]["systems"]["courtside"]
+    assert resume["events_replayed"] == resume["expected"] > 0
+    assert resume["min_events_per_client"] == QUICK.resume_behind
+    assert resume["max_events_per_client"] == QUICK.resume_behind
+    assert _positive(resume["caught_up_all_s"])
+
+    measured = {t["target"]: t["measured"] for t in results["targets"]
+                if "socketio" not in unavailable or "Socket.IO" not in t["target"]}
+    assert all(_positive(v) for v in measured.values()), measured
+    assert report.markdown(results).count("| courtside") >= 4
