@@ -162,13 +162,32 @@ def _parser() -> argparse.ArgumentParser:
         func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="run the benchmark harness (see bench/)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser
 
 
+def _split_bench(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """`courtside [-v] bench ARGS...`: ARGS go to the bench harness untouched.
+
+    argparse's REMAINDER does not capture arguments that start with a dash
+    (`courtside bench --quick` would be rejected), so the split happens here.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "bench":
+            return list(argv[: i + 1]), list(argv[i + 1 :])
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = _split_bench(argv)
+    if split is not None:
+        args = _parser().parse_args(split[0])
+        args.bench_args = split[1]
+    else:
+        args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -120,15 +120,19 @@ def test_typing_expires_by_itself(world: World, db: str, base_url: str) -> None:
 def test_rest_presence_lasts_its_ttl_and_a_join_renews_it(world: World, db: str) -> None:
     with serve(create_app(ApiConfig(database_url=db, presence_ttl=1.5))) as base, \
             client(base, factories.token(db, world.owner)) as c:
-        c.post(url(world, "join"))
+        first = c.post(url(world, "join")).json()["data"]["joinedAt"]
         time.sleep(0.9)
-        c.post(url(world, "join"))  # renewed: alive until 1.5 s from now
+        # renewed: alive until 1.5 s from now, and still the same stay
+        assert c.post(url(world, "join")).json()["data"]["joinedAt"] == first
         time.sleep(0.9)
         assert c.get(url(world, "users")).json()["total"] == 1
         deadline = time.monotonic() + 10
         while c.get(url(world, "users")).json()["total"] != 0:
             assert time.monotonic() < deadline, "REST presence never expired"
             time.sleep(0.2)
+        # coming back after expiry is a new stay, not the old one revived
+        again = c.post(url(world, "join")).json()["data"]["joinedAt"]
+        assert again > first
 
 
 def test_each_token_is_one_presence(world: World, db: str, base_url: str) -> None:

@@ -34,3 +34,19 @@ def test_demo_creates_a_session_with_two_participants_and_working_tokens(db: str
             assert row is not None
             assert tokens.matches(row[0], parsed.plaintext)
             assert (row[1],) in members
+
+
+def test_bench_subcommand_forwards_leading_options_to_the_harness() -> None:
+    # `--list` starts with a dash: argparse's REMAINDER alone would reject it.
+    out = subprocess.run([sys.executable, "-m", "courtside.cli", "-v", "bench", "--list"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert sorted(names) == ["connections", "fanout", "latency", "resume", "writes"]
+
+
+def test_bench_subcommand_reports_bad_harness_arguments() -> None:
+    out = subprocess.run([sys.executable, "-m", "courtside.cli", "bench", "no-such-scenario"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert "no-such-scenario" in out.stderr

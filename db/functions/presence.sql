@@ -48,7 +48,9 @@ BEGIN
     INSERT INTO realtime.presence AS p (topic, user_id, conn_id, node_id, expires_at)
     VALUES (p_topic, p_user_id, p_conn_id, p_node_id, now() + p_ttl)
     ON CONFLICT (topic, user_id, conn_id) DO UPDATE
-        SET node_id = excluded.node_id, expires_at = excluded.expires_at, last_seen = now()
+        SET node_id = excluded.node_id, expires_at = excluded.expires_at, last_seen = now(),
+            -- a row that had expired starts a new stay: joinedAt is when they came back
+            joined_at = CASE WHEN was_online THEN p.joined_at ELSE now() END
     RETURNING p.joined_at INTO v_joined;
     IF NOT was_online THEN
         PERFORM realtime.publish_ephemeral_v1(p_topic, 'user.online', jsonb_build_object(
