@@ -35,9 +35,21 @@ class RealtimeLimits:
         env = os.environ if environ is None else environ
         values: dict[str, float | int] = {}
         for f in fields(cls):
-            raw = env.get(f"COURTSIDE_RT_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = float(raw) if f.type == "float" else int(raw)
+            name = f"COURTSIDE_RT_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                continue
+            kind = float if f.type == "float" else int
+            try:
+                value = kind(raw)
+            except ValueError:
+                expected = "a number" if kind is float else "a whole number"
+                raise ValueError(f"{name}={raw!r}: expected {expected}") from None
+            # Every limit is a size, a rate or a duration: zero or less would refuse everyone
+            # (or nobody, for a division), never what was meant.
+            if not value > 0 or value == float("inf"):
+                raise ValueError(f"{name}={raw!r}: must be a positive, finite number")
+            values[f.name] = value
         return cls(**values)  # type: ignore[arg-type]
 
 

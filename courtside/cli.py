@@ -15,7 +15,7 @@ from bridge import sqlfile
 from courtside import embedded
 from courtside.migrate import MigrationError, migrate
 from courtside.pgcluster import ClusterError
-from courtside.settings import Settings
+from courtside.settings import Settings, SettingsError
 
 log = logging.getLogger("courtside")
 _SQL = sqlfile.load("courtside.sql", "cli.sql")
@@ -114,7 +114,13 @@ def _cmd_demo(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from api.realtime_limits import RealtimeLimits
     from courtside import serve
+
+    try:  # refuse bad limits here, in one line, rather than in every worker's traceback
+        RealtimeLimits.from_env()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
     return serve.run(settings, host=args.host, port=args.port, workers=args.workers)
 
@@ -193,9 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         code: int = args.func(settings, args)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     except (ClusterError, MigrationError, psycopg.OperationalError) as exc:
         log.error("%s", exc)
         return 1

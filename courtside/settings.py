@@ -18,9 +18,27 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        """Raises SettingsError naming the variable when a value cannot be used."""
         return cls(
             database_url=os.environ.get("DATABASE_URL") or None,
             listen_database_url=os.environ.get("LISTEN_DATABASE_URL") or None,
-            data_dir=Path(os.environ.get("COURTSIDE_DATA_DIR", ".courtside")),
-            retention_days=int(os.environ.get("COURTSIDE_RETENTION_DAYS", "7")),
+            data_dir=Path(os.environ.get("COURTSIDE_DATA_DIR") or ".courtside"),
+            retention_days=_positive_int("COURTSIDE_RETENTION_DAYS", 7),
         )
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value courtside cannot use."""
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r}: must be at least 1")
+    return value

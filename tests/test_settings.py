@@ -1,0 +1,52 @@
+"""Bad configuration is refused at start, in one line that names the variable, never with a
+traceback or a half-started server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from api.realtime_limits import RealtimeLimits
+
+
+@pytest.mark.parametrize(("value", "why"), [("ten", "expected a whole number"),
+                                            ("0", "must be a positive"),
+                                            ("-3", "must be a positive")])
+def test_realtime_limit_from_env_names_the_variable(value: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as info:
+        RealtimeLimits.from_env({"COURTSIDE_RT_MAX_SUBSCRIPTIONS": value})
+    assert "COURTSIDE_RT_MAX_SUBSCRIPTIONS" in str(info.value)
+
+
+def test_realtime_float_limits_refuse_nan_and_infinity() -> None:
+    for value in ("nan", "inf"):
+        with pytest.raises(ValueError, match="COURTSIDE_RT_TYPING_TTL"):
+            RealtimeLimits.from_env({"COURTSIDE_RT_TYPING_TTL": value})
+    assert RealtimeLimits.from_env({"COURTSIDE_RT_TYPING_TTL": " "}) == RealtimeLimits()
+
+
+def _courtside(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # DATABASE_URL points nowhere: a command that got past its settings would fail differently.
+    full_env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", **env}
+    return subprocess.run([sys.executable, "-m", "courtside.cli", *args], env=full_env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_serve_refuses_a_bad_limit_before_starting() -> None:
+    out = _courtside("serve", "--port", "0", COURTSIDE_RT_MAX_FRAME_BYTES="4k")
+    assert out.returncode == 2
+    assert "COURTSIDE_RT_MAX_FRAME_BYTES='4k': expected a whole number" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_retention_is_refused_by_every_command() -> None:
+    out = _courtside("migrate", COURTSIDE_RETENTION_DAYS="a week")
+    assert out.returncode == 2
+    assert "COURTSIDE_RETENTION_DAYS='a week'" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = _courtside("db", "url", COURTSIDE_RETENTION_DAYS="0")
+    assert out.returncode == 2
+    assert "must be at least 1" in out.stderr
