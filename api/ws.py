@@ -3,9 +3,18 @@
 One connection is one task group: the reader (client frames, in order — a subscribe is
 answered before the next frame is read), one pump per subscription (bridge → socket), the
 token-expiry watcher, the typing-expiry timer and the control inbox (revocations from the
-hub). Every send goes through one lock, with a timeout: a peer that stops reading is dropped
-instead of holding the server. Whatever ends the connection, the task group unwinds, every
-presence row is left and the close frame says why.
+hub). Whatever ends the connection, the task group unwinds, every presence row is left and
+the close frame says why.
+
+Sending. Under `courtside serve` (api/ws_protocol.py) every frame is built here and written
+to the transport as bytes: an event's frame once per event for all its subscribers, and
+while a pump is idle the bridge's fan-out hands it events directly (`Subscription.set_sink`),
+so a delivery is one `transport.write`, with no task switch. Backpressure is the transport's
+own: while its buffer is above the high-water mark (the peer is not reading) nothing is
+written directly, the events queue in the bridge, the pump waits for the buffer to drain,
+and a queue that overflows — or a wait longer than `send_timeout` — drops the peer (4009),
+as before. Without the frame writer (another ws implementation, or permessage-deflate) sends
+go through ASGI, one at a time behind a lock, with the same timeout.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from api.ws_core import (
     StopSubscription,
     WsCore,
 )
+from api.ws_protocol import FrameWriter, frame_writer, text_frame
 from bridge import BridgeError, CutOff, Event, Reset, Subscription
 
 log = logging.getLogger("courtside.ws")
@@ -65,6 +75,11 @@ def ws_event_frame(event: Event) -> bytes:
     return event_frame(event.topic, event.seq, event.type, event.data)
 
 
+def ws_event_wire_frame(event: Event) -> bytes:
+    """The whole WebSocket frame of an event: the same bytes for every subscriber."""
+    return text_frame(event.encoded("ws", ws_event_frame))
+
+
 class WsConnection:
     def __init__(self, rt: Realtime, websocket: WebSocket, principal: Principal,
                  lang: Language) -> None:
@@ -77,8 +92,10 @@ class WsConnection:
         self._expires_at = principal.expires_at
         self._expiry_changed = anyio.Event()
         self._typing_changed = anyio.Event()
-        self._send_lock = anyio.Lock()
+        self._writer: FrameWriter | None = frame_writer(websocket.scope)
+        self._send_lock = anyio.Lock() if self._writer is None else None
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._live: dict[str, Subscription] = {}  # subscriptions whose events may be written
         self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[
             tuple[str, ErrorCode]](max_buffer_size=256)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -144,9 +161,46 @@ class WsConnection:
             with contextlib.suppress(Exception):
                 await self.ws.close(int(code), reason)
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, payload: bytes) -> None:
+        """Send one text frame carrying ``payload``; `_Gone` if the socket is unusable."""
+        if self._writer is not None:
+            await self._send_frame(text_frame(payload))
+        else:
+            await self._send_asgi(payload)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        writer = self._writer
+        assert writer is not None
         if self._dead:
             raise _Gone
+        if writer.write_paused:
+            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
+                await writer.drained()
+            if scope.cancelled_caught:
+                # The peer stopped reading; its buffers are full. Drop it.
+                self._dead = True
+                self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
+                raise _Gone
+            if self._dead:
+                raise _Gone
+        if not writer.write_frame(frame):
+            self._dead = True
+            raise _Gone
+
+    def _sink(self, event: Event) -> bool:
+        """`Subscription.set_sink`: runs in the bridge's fan-out, for an idle pump."""
+        if event.origin is not None and event.origin == self.socket_id:
+            return True  # sender exclusion (X-Socket-ID)
+        writer = self._writer
+        if (writer is None or self._dead or writer.write_paused
+                or event.type == "mention.created"):  # needs a query: the pump's job
+            return False
+        return writer.write_frame(event.encoded("wsf", ws_event_wire_frame))
+
+    async def _send_asgi(self, frame: bytes) -> None:
+        if self._dead:
+            raise _Gone
+        assert self._send_lock is not None
         async with self._send_lock:
             with anyio.move_on_after(self.rt.config.send_timeout) as scope:
                 try:
@@ -186,9 +240,7 @@ class WsConnection:
         elif isinstance(action, StartSubscription):
             await tg.start(self._subscription, action.topic, action.since)
         elif isinstance(action, StopSubscription):
-            scope = self._scopes.pop(action.topic.name, None)
-            if scope is not None:
-                scope.cancel()
+            self._stop(action.topic.name)
         elif isinstance(action, PublishTyping):
             await self._publish_typing(action.topic, action.is_typing)
         elif isinstance(action, Close):
@@ -231,12 +283,15 @@ class WsConnection:
                             await self.rt.bridge.presence.join(
                                 name, self.principal.user_id, self.socket_id)
                             presence = list(await self.rt.bridge.presence.list(name))
-                    await self.send(subscribed_frame(name, sub.start_seq, presence,
-                                                     self.socket_id))
+                    frame = subscribed_frame(name, sub.start_seq, presence, self.socket_id)
+                    # This frame lives as long as the subscription: keep none of it alive.
+                    del presence
+                    await self.send(frame)
+                    del frame
                     self.core.subscription_started(topic)
                     started = True
                     task_status.started()
-                    await self._pump(sub)
+                    await self._pump(sub, scope)
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("subscription to %s failed", name, exc_info=True)
             if not started:
@@ -268,14 +323,39 @@ class WsConnection:
             await self.rt.bridge.presence.leave(topic.name, self.principal.user_id,
                                                 self.socket_id)
 
-    async def _pump(self, sub: Subscription) -> None:
+    def _stop(self, topic: str) -> None:
+        # At once, not when the pump's task next runs: no event may follow "unsubscribed".
+        sub = self._live.pop(topic, None)
+        if sub is not None:
+            sub.set_sink(None)
+        scope = self._scopes.pop(topic, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _pump(self, sub: Subscription, scope: anyio.CancelScope) -> None:
+        fast = self._writer is not None
+        if fast and not scope.cancel_called:
+            self._live[sub.topic] = sub
+            sub.set_sink(self._sink)
+        try:
+            await self._pump_queued(sub, fast)
+        finally:
+            sub.set_sink(None)
+            if self._live.get(sub.topic) is sub:
+                del self._live[sub.topic]
+
+    async def _pump_queued(self, sub: Subscription, fast: bool) -> None:
+        """What the sink declined (and every event without a frame writer), in order."""
         async for item in sub:
             if isinstance(item, Event):
                 if item.origin is not None and item.origin == self.socket_id:
                     continue  # sender exclusion (X-Socket-ID)
                 if item.type == "mention.created" and not await self._may_see_mention(item):
                     continue
-                await self.send(item.encoded("ws", ws_event_frame))
+                if fast:
+                    await self._send_frame(item.encoded("wsf", ws_event_wire_frame))
+                else:
+                    await self._send_asgi(item.encoded("ws", ws_event_frame))
             elif isinstance(item, Reset):
                 await self.send(reset_frame(item.topic, item.seq))
             elif isinstance(item, CutOff):
@@ -310,9 +390,7 @@ class WsConnection:
                     continue
                 for action in self.core.subscription_revoked(parsed, code):
                     if isinstance(action, StopSubscription):
-                        scope = self._scopes.pop(topic, None)
-                        if scope is not None:
-                            scope.cancel()
+                        self._stop(topic)
                     elif isinstance(action, PublishTyping):
                         await self._publish_typing(action.topic, False)
                     elif isinstance(action, Reply):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -11,6 +12,11 @@ import anyio
 from bridge.errors import BridgeUnavailable
 from bridge.events import OVERFLOW, UNAVAILABLE, CutOff, Event, Reset
 from bridge.subqueue import BoundedQueue
+
+log = logging.getLogger("courtside.bridge")
+
+# Takes an item at once (True) or leaves it to the queue (False). Called in the fan-out.
+Sink = Callable[[Event], bool]
 
 
 class LogReader(Protocol):
@@ -26,6 +32,13 @@ class Subscription:
     task, a page at a time: a slow reader slows only itself. Live events the hub pushes
     meanwhile wait in the bounded queue; they all have seq > start_seq, so the handover has
     neither gap nor overlap. Durable events at or below ``last_seq`` are dropped all the same.
+
+    A consumer that can take an event without awaiting (a transport that writes pre-built
+    bytes) may `set_sink`: while it is parked in ``__anext__`` with nothing left to read, the
+    fan-out hands events to the sink directly — no queue, no task wake-up. An event the sink
+    declines (returns False) goes to the queue as before and wakes the consumer; from then
+    on everything is queued until the consumer has emptied the queue and parked again, so
+    order is kept. Resets and cut-offs always go through the iterator.
     """
 
     def __init__(self, topic: str, since: int | None, queue: BoundedQueue, reader: LogReader,
@@ -44,6 +57,13 @@ class Subscription:
         self._finished = False
         self._wakeup = anyio.Event()
         self._on_cut: Callable[[Subscription], None] | None = None
+        self._sink: Sink | None = None
+        self._parked = False  # the consumer awaits in __anext__: backlog done, queue empty
+
+    def set_sink(self, sink: Sink | None) -> None:
+        """Let ``sink(event)`` take live events directly (see the class); None stops it.
+        The sink runs inside the fan-out: it must not block, and should not raise."""
+        self._sink = sink
 
     def start(self, head: int, on_cut: Callable[[Subscription], None]) -> None:
         """Called by the hub, in the same step that adds it to the topic: ``head`` is the
@@ -81,9 +101,23 @@ class Subscription:
     def push(self, item: Event | Reset) -> None:
         if self._reason is not None:
             return
+        if self._parked and self._sink is not None and type(item) is Event:
+            seq = item.seq
+            if seq is not None and seq <= self.last_seq:
+                return  # already delivered (what __anext__ would skip)
+            try:
+                taken = self._sink(item)
+            except Exception:
+                log.exception("subscription sink failed on %r; queued instead", item)
+                taken = False
+            if taken:
+                if seq is not None:
+                    self.last_seq = seq
+                return
         if not self._queue.push(item):
             self.close(OVERFLOW)
             return
+        self._parked = False
         self._wakeup.set()
 
     def close(self, reason: str) -> None:
@@ -117,7 +151,11 @@ class Subscription:
             item = self._queue.pop()
             if item is None:
                 self._wakeup = anyio.Event()
-                await self._wakeup.wait()
+                self._parked = True
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    self._parked = False
                 continue
             if isinstance(item, Reset):
                 self.last_seq = item.seq

@@ -121,7 +121,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
             port=port,
             workers=max(1, workers),
             lifespan="on",
-            ws="websockets-sansio",
+            # uvicorn's websockets-sansio, plus pre-built frames (api/ws_protocol.py).
+            ws="api.ws_protocol:CourtsideWebSocketProtocol",
             # Refuse an oversized frame before it is buffered whole; the app checks the
             # exact limit (and answers with close 1009) for frames under this bound.
             ws_max_size=max(limits.max_frame_bytes * 4, 16 * 1024),

@@ -27,12 +27,16 @@ def burst(dsn: str, session_id: object, user_id: object, n: int) -> None:
 
 
 @pytest.mark.anyio
-async def test_slow_reader_is_cut_off_and_resumes_without_loss(db: str) -> None:
+@pytest.mark.parametrize("ws_impl", [
+    "api.ws_protocol:CourtsideWebSocketProtocol",  # pre-built frames, direct writes
+    "websockets-sansio",  # plain uvicorn: every send through ASGI
+])
+async def test_slow_reader_is_cut_off_and_resumes_without_loss(db: str, ws_impl: str) -> None:
     world = factories.world(db, participants=2)
     author, reader = world.participants
     token = factories.token(db, reader)
     limits = RealtimeLimits(outbound_queue=5)
-    with running(build_app(db, limits)) as base:
+    with running(build_app(db, limits), ws=ws_impl) as base:
         # A small receive buffer and a client that does not read: the server's socket
         # buffers fill, its sends block, and the bridge queue (5 items) overflows.
         sock = socket.socket()

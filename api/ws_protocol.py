@@ -1,0 +1,116 @@
+"""courtside's WebSocket protocol for uvicorn: websockets-sansio, plus pre-built frames.
+
+A server's WebSocket frames are not masked (RFC 6455 §5.1), so without an extension that
+rewrites payloads (permessage-deflate) a text frame is the same bytes for every connection.
+The realtime transports therefore build an event's frame once (`text_frame`) and write those
+bytes straight to each subscriber's transport, instead of handing uvicorn a `str` that it
+encodes and frames again per subscriber behind an ASGI `send` that awaits.
+
+`courtside serve` runs uvicorn with ``ws="api.ws_protocol:CourtsideWebSocketProtocol"``.
+On a connection whose handshake negotiated no extension, the protocol puts a `FrameWriter`
+in the ASGI scope, ``scope["extensions"][FRAMES_EXTENSION]["writer"]``; `frame_writer(scope)`
+finds it. Everything else (the handshake, accept, close, pings, reads) is uvicorn's own.
+Without the writer (another ws implementation, or deflate on) the app sends through ASGI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from asyncio import BaseTransport, Transport
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+FRAMES_EXTENSION = "courtside.prebuilt_frames"
+
+# How much a peer that does not read may hold in this server before its events queue in the
+# bridge (and past the subscription's `outbound_queue`, it is cut off with 4009): the kernel's
+# send buffer (fixed, so Linux's autotuning cannot grow it to megabytes per connection; the
+# kernel doubles the value for its bookkeeping) plus the transport's own buffer, past whose
+# high-water mark nothing more is written directly.
+SEND_BUFFER = 64 * 1024
+WRITE_HIGH_WATER = 64 * 1024
+
+_FIN_TEXT = 0x81  # FIN + opcode 1 (text); RSV bits clear: no extension in use
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame carrying ``payload`` (UTF-8 JSON)."""
+    n = len(payload)
+    if n < 126:
+        return _SHORT.pack(_FIN_TEXT, n) + payload
+    if n < 65536:
+        return _MEDIUM.pack(_FIN_TEXT, 126, n) + payload
+    return _LONG.pack(_FIN_TEXT, 127, n) + payload
+
+
+class FrameWriter(Protocol):
+    """What a connection offers for pre-built frames. Never blocks, never awaits."""
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write ``frame`` now; False when the connection takes no more frames (closing,
+        closed, or lost)."""
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's buffer is above its high-water mark: the peer is not reading.
+        Writing more only grows it; wait for `drained` first."""
+
+    async def drained(self) -> None:
+        """Returns once the buffer is back under the low-water mark (or the peer is gone)."""
+
+
+class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol with a `FrameWriter` for the app."""
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        cast(Transport, transport).set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # `scope` exists only when the handshake goes on to the app (status 101), and the
+        # app's task has been created but has not run yet: it sees the writer from the start.
+        scope = self.__dict__.get("scope")
+        if scope is not None and not self.conn.extensions:
+            scope["extensions"][FRAMES_EXTENSION] = {"writer": self}
+
+    def write_frame(self, frame: bytes) -> bool:
+        # After a close frame went out (ours, a keepalive failure, the peer's echoed) nothing
+        # else may; the sansio state machine is bypassed here, so check uvicorn's own flags.
+        if (self.close_sent or self.disconnected or not self.handshake_complete
+                or self.transport.is_closing()):
+            return False
+        self.transport.write(frame)
+        return True
+
+    @property
+    def write_paused(self) -> bool:
+        return not self.writable.is_set()
+
+    async def drained(self) -> None:
+        await self.writable.wait()
+
+
+def frame_writer(scope: Mapping[str, Any]) -> FrameWriter | None:
+    ext = scope.get("extensions") or {}
+    entry = ext.get(FRAMES_EXTENSION)
+    if entry is None:
+        return None
+    writer: FrameWriter = entry["writer"]
+    return writer
+
+
+__all__ = ["FRAMES_EXTENSION", "CourtsideWebSocketProtocol", "FrameWriter", "frame_writer",
+           "text_frame"]
