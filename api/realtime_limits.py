@@ -6,7 +6,9 @@ Pure code: time is passed in, so the tests drive it without sleeping.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from api.envconfig import overrides
 
 
 @dataclass(frozen=True)
@@ -33,23 +35,12 @@ class RealtimeLimits:
     def from_env(cls, environ: dict[str, str] | None = None) -> RealtimeLimits:
         """``COURTSIDE_RT_<FIELD>`` overrides a field, e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10."""
         env = os.environ if environ is None else environ
-        values: dict[str, float | int] = {}
-        for f in fields(cls):
-            name = f"COURTSIDE_RT_{f.name.upper()}"
-            raw = env.get(name)
-            if raw is None or not raw.strip():
-                continue
-            kind = float if f.type == "float" else int
-            try:
-                value = kind(raw)
-            except ValueError:
-                expected = "a number" if kind is float else "a whole number"
-                raise ValueError(f"{name}={raw!r}: expected {expected}") from None
+        values = overrides(cls, "COURTSIDE_RT_", env)
+        for name, value in values.items():
             # Every limit is a size, a rate or a duration: zero or less would refuse everyone
-            # (or nobody, for a division), never what was meant.
-            if not value > 0 or value == float("inf"):
-                raise ValueError(f"{name}={raw!r}: must be a positive, finite number")
-            values[f.name] = value
+            # (or nobody), never what was meant.
+            if value <= 0:
+                raise ValueError(f"COURTSIDE_RT_{name.upper()}={value!r}: must be positive")
         return cls(**values)  # type: ignore[arg-type]
 
 

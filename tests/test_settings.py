@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
+from api.config import ApiConfig
 from api.realtime_limits import RealtimeLimits
 
 
 @pytest.mark.parametrize(("value", "why"), [("ten", "expected a whole number"),
-                                            ("0", "must be a positive"),
-                                            ("-3", "must be a positive")])
+                                            ("0", "must be positive"),
+                                            ("-3", "must be positive")])
 def test_realtime_limit_from_env_names_the_variable(value: str, why: str) -> None:
     with pytest.raises(ValueError, match=why) as info:
         RealtimeLimits.from_env({"COURTSIDE_RT_MAX_SUBSCRIPTIONS": value})
@@ -50,3 +51,23 @@ def test_bad_retention_is_refused_by_every_command() -> None:
     out = _courtside("db", "url", COURTSIDE_RETENTION_DAYS="0")
     assert out.returncode == 2
     assert "must be at least 1" in out.stderr
+
+
+def test_api_config_from_env_overrides_numbers_and_checks_them() -> None:
+    dsn = "postgresql://example/db"
+    config = ApiConfig.from_env(dsn, environ={"COURTSIDE_API_COMMENTS_PER_MINUTE": "30",
+                                              "COURTSIDE_API_PRESENCE_TTL": "12.5",
+                                              "COURTSIDE_API_POOL_MAX_SIZE": ""})
+    assert (config.comments_per_minute, config.presence_ttl) == (30, 12.5)
+    assert config.pool_max_size == ApiConfig(dsn).pool_max_size
+    with pytest.raises(ValueError, match="COURTSIDE_API_COMMENTS_PER_MINUTE='many'"):
+        ApiConfig.from_env(dsn, environ={"COURTSIDE_API_COMMENTS_PER_MINUTE": "many"})
+    with pytest.raises(ValueError, match="comments_per_minute must be at least 1"):
+        ApiConfig.from_env(dsn, environ={"COURTSIDE_API_COMMENTS_PER_MINUTE": "0"})
+
+
+def test_serve_refuses_a_bad_api_setting_before_starting() -> None:
+    out = _courtside("serve", "--port", "0", COURTSIDE_API_POOL_TIMEOUT="soon")
+    assert out.returncode == 2
+    assert "COURTSIDE_API_POOL_TIMEOUT='soon': expected a number" in out.stderr
+    assert "Traceback" not in out.stderr
