@@ -1,9 +1,11 @@
 """The native WebSocket endpoint, ``/ws``: api/ws_core.py's decisions, carried out.
 
 One connection is one task group: the reader (client frames, in order — a subscribe is
-answered before the next frame is read), one pump per subscription (bridge → socket), the
-token-expiry watcher, the typing-expiry timer and the control inbox (revocations from the
-hub). Whatever ends the connection, the task group unwinds, every presence row is left and
+answered before the next frame is read) and one pump per subscription (bridge → socket).
+Token expiry and typing expiry are event-loop timers, not tasks, and a revocation from the
+hub is applied at once, with a short task only for what must await (a typing reset, the
+error frames): an idle connection is two parked tasks, which is most of what it costs in
+memory. Whatever ends the connection, the task group unwinds, every presence row is left and
 the close frame says why.
 
 Sending. Under `courtside serve` (api/ws_protocol.py) every frame is built here and written
@@ -19,6 +21,7 @@ go through ASGI, one at a time behind a lock, with the same timeout.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -90,14 +93,14 @@ class WsConnection:
         self.socket_id = new_socket_id()
         self.core = WsCore(rt.config.limits, principal.user_id, lang, anyio.current_time())
         self._expires_at = principal.expires_at
-        self._expiry_changed = anyio.Event()
-        self._typing_changed = anyio.Event()
+        # Timers on the event loop (uvicorn's asyncio; anyio has no timer callbacks): a
+        # parked task per timer costs several KB per connection, a TimerHandle ~100 bytes.
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
         self._writer: FrameWriter | None = frame_writer(websocket.scope)
         self._send_lock = anyio.Lock() if self._writer is None else None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._live: dict[str, Subscription] = {}  # subscriptions whose events may be written
-        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[
-            tuple[str, ErrorCode]](max_buffer_size=256)
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[CloseCode, str] | None = None
         self._dead = False  # the socket is gone or unusable: send nothing more
@@ -117,13 +120,23 @@ class WsConnection:
 
     def set_expiry(self, expires_at: datetime | None) -> None:
         self._expires_at = expires_at
-        self._expiry_changed.set()
+        self._arm_expiry()
 
     def revoke_topic(self, topic: str, code: ErrorCode) -> None:
-        try:
-            self._inbox_in.send_nowait((topic, code))
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.close_soon(ErrorCode.INTERNAL_ERROR)
+        parsed = parse_topic(topic)
+        if parsed is None:
+            return
+        rest: list[Action] = []
+        for action in self.core.subscription_revoked(parsed, code):
+            if isinstance(action, StopSubscription):
+                self._stop(topic)
+            else:
+                rest.append(action)
+        if rest:
+            if self._tg is None:
+                self.close_soon(ErrorCode.INTERNAL_ERROR)
+            else:
+                self._tg.start_soon(self._carry_out, rest)
 
     def _finish(self, code: CloseCode, reason: str) -> None:
         if self._close is None:
@@ -141,16 +154,17 @@ class WsConnection:
                 self._tg = tg
                 if self._close is not None:  # revoked between authentication and attach
                     tg.cancel_scope.cancel()
+                self._arm_expiry()
                 await self.send(connected_frame(self.socket_id))
-                tg.start_soon(self._watch_expiry)
-                tg.start_soon(self._typing_timer)
-                tg.start_soon(self._inbox)
                 await self._read(tg)
                 tg.cancel_scope.cancel()
         finally:
+            self._tg = None
             hub.detach(self)
-            self._inbox_in.close()
-            self._inbox_out.close()
+            for timer in (self._expiry_timer, self._typing_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._expiry_timer = self._typing_timer = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await self._goodbye()
 
@@ -254,7 +268,7 @@ class WsConnection:
         except BridgeError:
             log.warning("typing on %s failed", topic.name, exc_info=True)
             await self.send(error_frame(ErrorCode.NOT_READY, self.lang, topic.name))
-        self._typing_changed.set()
+        self._arm_typing()
 
     async def _subscription(self, topic: Topic, since: int | None, *,
                             task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -382,49 +396,41 @@ class WsConnection:
             return False
         return True
 
-    async def _inbox(self) -> None:
-        async with self._inbox_out:
-            async for topic, code in self._inbox_out:
-                parsed = parse_topic(topic)
-                if parsed is None:
-                    continue
-                for action in self.core.subscription_revoked(parsed, code):
-                    if isinstance(action, StopSubscription):
-                        self._stop(topic)
-                    elif isinstance(action, PublishTyping):
-                        await self._publish_typing(action.topic, False)
-                    elif isinstance(action, Reply):
-                        try:
-                            await self.send(action.frame)
-                        except _Gone:
-                            return
-
-    async def _watch_expiry(self) -> None:
-        while True:
-            changed = self._expiry_changed = anyio.Event()
-            expires_at = self._expires_at
-            if expires_at is None:
-                await changed.wait()
-                continue
-            delay = (expires_at - datetime.now(UTC)).total_seconds()
-            if delay <= 0:
-                self.close_soon(ErrorCode.TOKEN_EXPIRED)
-                return
-            with anyio.move_on_after(delay):
-                await changed.wait()
-
-    async def _typing_timer(self) -> None:
-        while True:
-            changed = self._typing_changed = anyio.Event()
-            deadline = self.core.next_typing_deadline()
-            if deadline is None:
-                await changed.wait()
-                continue
-            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-                await changed.wait()
-            for action in self.core.typing_due(anyio.current_time()):
+    async def _carry_out(self, actions: list[Action]) -> None:
+        """What a revocation or an expired typing indicator leaves to do that awaits."""
+        with contextlib.suppress(_Gone):
+            for action in actions:
                 if isinstance(action, PublishTyping):
                     await self._publish_typing(action.topic, action.is_typing)
+                elif isinstance(action, Reply):
+                    await self.send(action.frame)
+
+    def _arm_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if self._expires_at is None or self._tg is None:
+            return
+        delay = (self._expires_at - datetime.now(UTC)).total_seconds()
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), self.close_soon, ErrorCode.TOKEN_EXPIRED)
+
+    def _arm_typing(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
+            self._typing_timer = None
+        deadline = self.core.next_typing_deadline()
+        if deadline is None or self._tg is None:
+            return
+        # WsCore's clock is anyio.current_time(), which on asyncio is the loop's own time.
+        self._typing_timer = asyncio.get_running_loop().call_at(deadline, self._typing_due)
+
+    def _typing_due(self) -> None:
+        self._typing_timer = None
+        due = self.core.typing_due(anyio.current_time())
+        if due and self._tg is not None:
+            self._tg.start_soon(self._carry_out, due)
+        self._arm_typing()  # a refreshed indicator moved its deadline: wait for that one
 
 
 class _Gone(Exception):
