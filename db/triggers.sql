@@ -5,14 +5,22 @@
 -- and created again. Function names carry a version; a changed signature gets a new one.
 --
 -- How a transaction flows through it:
---   1. Row (and TRUNCATE) triggers on the comment and mention tables record each comment the
---      transaction touches in realtime.pending_comments, once. They read nothing and lock
---      nothing, so they add no lock-order hazard to the application's own writes.
---   2. A deferred constraint trigger on pending_comments fires at commit. Its first firing in
---      the transaction takes the topic locks of every touched comment in one global order,
---      then, in later statements, reads each comment as it finally stands and what
---      subscribers were last told of it (realtime.comment_state), emits at most one event
---      per comment, and clears the transaction's rows. Later firings find nothing to do.
+--   1. Row triggers on the comment and mention tables record each comment the transaction
+--      touches, once, with whether its first touch inserted it. The first comment goes in a
+--      transaction-local setting (courtside.pending), which savepoint rollbacks undo like any
+--      write; further comments, and TRUNCATE's, spill to the unlogged realtime.pending_comments.
+--      They read nothing and lock nothing, so they add no lock-order hazard to the
+--      application's own writes.
+--   2. Deferred constraint triggers (on both tables, and on pending_comments for what only
+--      reaches it) fire at commit. The first firing flushes everything; later ones find the
+--      setting empty and return at once.
+--   3. The flush. A comment this transaction inserted (the common case) is still invisible
+--      to every other transaction, so what it says cannot change under us: one statement
+--      takes its topic counters (row locks held to commit: seq order is commit order),
+--      appends its events, records its state and notifies. Anything else takes the topic
+--      locks of every touched comment in one global order first, then, in later statements,
+--      reads each comment as it finally stands and what subscribers were last told of it
+--      (realtime.comment_state), and emits at most one event per comment.
 
 -- Laravel's JSON timestamp format: 2025-01-20T10:30:00.000000Z
 CREATE OR REPLACE FUNCTION realtime.ts_v1(ts timestamptz) RETURNS text
@@ -114,22 +122,44 @@ LANGUAGE sql AS $$
     SELECT pg_notify('courtside', jsonb_build_object('k', 'c', 'e', p_type, 'd', p_payload)::text)
 $$;
 
--- Record that this transaction touched a comment (first touch only).
+-- Record that this transaction touched a comment (first touch only). courtside.pending is
+-- '' (nothing), '+<id>' or '-<id>' (one comment; '+': its first touch inserted it; '+<id>m':
+-- and mention rows of it were written), with a trailing '*' once rows were spilled to
+-- realtime.pending_comments.
 CREATE OR REPLACE FUNCTION realtime.stage_comment_v1(p_comment_id uuid, p_inserted boolean)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v text := coalesce(current_setting('courtside.pending', true), '');
 BEGIN
-    INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
-    VALUES (pg_current_xact_id(), p_comment_id, p_inserted)
-    ON CONFLICT DO NOTHING;
+    IF v = '' THEN
+        v := set_config('courtside.pending',
+                        CASE WHEN p_inserted THEN '+' ELSE '-' END || p_comment_id, true);
+    ELSIF substr(v, 2, 36) IS DISTINCT FROM p_comment_id::text THEN
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
+        VALUES (pg_current_xact_id(), p_comment_id, p_inserted)
+        ON CONFLICT DO NOTHING;
+        IF right(v, 1) <> '*' THEN
+            v := set_config('courtside.pending', v || '*', true);
+        END IF;
+    END IF;
 END
 $$;
 
+-- The common cases (a comment inserted, or its mentions written, alone in its transaction)
+-- stay in this function: one call and one setting per row.
 CREATE OR REPLACE FUNCTION realtime.stage_comment_row_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v text;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM realtime.stage_comment_v1(NEW.id, true);
+        IF coalesce(current_setting('courtside.pending', true), '') = '' THEN
+            -- An assignment, not PERFORM: plpgsql evaluates it without the executor.
+            v := set_config('courtside.pending', '+' || NEW.id, true);
+        ELSE
+            PERFORM realtime.stage_comment_v1(NEW.id, true);
+        END IF;
         RETURN NULL;
     END IF;
     PERFORM realtime.stage_comment_v1(OLD.id, false);
@@ -142,9 +172,17 @@ $$;
 
 CREATE OR REPLACE FUNCTION realtime.stage_mention_row_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v text;
 BEGIN
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        PERFORM realtime.stage_comment_v1(NEW.comment_id, false);
+        v := current_setting('courtside.pending', true);
+        IF v = '+' || NEW.comment_id THEN
+            -- The comment this transaction inserted now has mentions.
+            v := set_config('courtside.pending', v || 'm', true);
+        ELSIF substr(v, 2, 36) IS DISTINCT FROM NEW.comment_id::text THEN
+            PERFORM realtime.stage_comment_v1(NEW.comment_id, false);
+        END IF;
     END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
         PERFORM realtime.stage_comment_v1(OLD.comment_id, false);
@@ -153,15 +191,25 @@ BEGIN
 END
 $$;
 
--- TRUNCATE fires no row triggers: record every comment it is about to remove.
+-- TRUNCATE fires no row triggers: record every comment it is about to remove. The spilled
+-- rows carry the deferred flush.
 CREATE OR REPLACE FUNCTION realtime.stage_truncate_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v text := coalesce(current_setting('courtside.pending', true), '');
 BEGIN
     IF TG_TABLE_NAME = 'sport_session_comments' THEN
-        PERFORM realtime.stage_comment_v1(c.id, false) FROM public.sport_session_comments c;
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
+        SELECT pg_current_xact_id(), c.id, false FROM public.sport_session_comments c
+        ON CONFLICT DO NOTHING;
     ELSE
-        PERFORM realtime.stage_comment_v1(m.comment_id, false)
-        FROM (SELECT DISTINCT comment_id FROM public.sport_session_comment_mentions) m;
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
+        SELECT DISTINCT pg_current_xact_id(), m.comment_id, false
+        FROM public.sport_session_comment_mentions m
+        ON CONFLICT DO NOTHING;
+    END IF;
+    IF right(v, 1) IS DISTINCT FROM '*' THEN
+        v := set_config('courtside.pending', v || '*', true);
     END IF;
     RETURN NULL;
 END
@@ -172,60 +220,178 @@ $$;
 CREATE OR REPLACE FUNCTION realtime.flush_comments_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_origin text := nullif(current_setting('courtside.origin', true), '');
+    v_pending text := coalesce(current_setting('courtside.pending', true), '');
+    v_origin text;
+    v_spilled boolean;
+    v_xid xid8;
+    v_ids uuid[];
+    v_inserted boolean[];
     v_topics text[];
-    p record;
+    i int;
+    n bigint;
     cur public.sport_session_comments;
     st realtime.comment_state;
     cur_mentions uuid[];
     known_mentions uuid[];
+    notify_mentions uuid[];
     rendered jsonb;
     digest uuid;
     was_visible boolean;
     is_visible boolean;
     old_topic text;
     new_topic text;
-    mention_events jsonb[] := '{}';
+    mention_events jsonb[];
     ev jsonb;
 BEGIN
+    IF v_pending = '' THEN
+        RETURN NULL;  -- flushed by an earlier firing in this transaction
+    END IF;
+    v_pending := v_pending || set_config('courtside.pending', '', true);
+    v_origin := nullif(current_setting('courtside.origin', true), '');
+
+    -- One comment, inserted by this transaction: no other transaction can see it, let alone
+    -- change it, so it is read in the very statement that takes its topic counters (row
+    -- locks held to commit, in topic order: session: before user:). Without a mention row
+    -- written in this transaction it has none, and the statement is leaner still.
+    IF v_pending = '+' || substr(v_pending, 2, 36) THEN
+        WITH c AS (
+            SELECT c.id, 'session:' || c.sport_session_id AS topic,
+                   realtime.comment_json_v1(c) AS j
+            FROM public.sport_session_comments c
+            WHERE c.id = substr(v_pending, 2)::uuid AND c.deleted_at IS NULL),
+        s AS (
+            INSERT INTO realtime.streams AS s (topic, last_seq)
+            SELECT c.topic, 1 FROM c
+            ON CONFLICT (topic) DO UPDATE SET last_seq = s.last_seq + 1
+            RETURNING s.last_seq),
+        e AS (
+            INSERT INTO realtime.events (topic, seq, type, payload, origin)
+            SELECT c.topic, s.last_seq, 'comment.created', jsonb_build_object('comment', c.j),
+                   v_origin
+            FROM c CROSS JOIN s
+            RETURNING topic, seq, jsonb_build_object('k', 'e', 't', topic, 's', seq,
+                'e', type, 'o', origin, 'd', payload)::text AS msg),
+        st AS (
+            INSERT INTO realtime.comment_state AS cs (comment_id, topic, visible, digest, mentions)
+            SELECT c.id, c.topic, true, md5(c.j::text)::uuid, '{}' FROM c
+            ON CONFLICT (comment_id) DO UPDATE
+                SET topic = excluded.topic, visible = true, digest = excluded.digest,
+                    mentions = excluded.mentions)
+        -- The whole event when it fits, else only its address, which the bridge reads from
+        -- the log: NOTIFY refuses 8000 bytes or more, and a payload must never make a
+        -- write fail.
+        SELECT count(pg_notify('courtside', CASE WHEN octet_length(e.msg) > 7500
+            THEN jsonb_build_object('k', 'e', 't', e.topic, 's', e.seq)::text ELSE e.msg END))
+        INTO n
+        FROM e;
+        IF n > 0 THEN
+            RETURN NULL;
+        END IF;
+    ELSIF v_pending = '+' || substr(v_pending, 2, 36) || 'm' THEN
+        WITH r AS MATERIALIZED (  -- rendered once, however often it is referred to
+            SELECT c.id, c.sport_session_id, realtime.comment_json_v1(c) AS j
+            FROM public.sport_session_comments c
+            WHERE c.id = substr(v_pending, 2, 36)::uuid AND c.deleted_at IS NULL),
+        c AS (
+            SELECT r.id, r.sport_session_id, 'session:' || r.sport_session_id AS topic, r.j,
+                   ARRAY(
+                       SELECT (x ->> 'id')::uuid FROM jsonb_array_elements(r.j -> 'mentions') x
+                       ORDER BY 1) AS told
+            FROM r),
+        s AS (
+            INSERT INTO realtime.streams AS s (topic, last_seq)
+            SELECT t.topic, 1
+            FROM c, LATERAL (SELECT c.topic UNION ALL SELECT 'user:' || u FROM unnest(c.told) u)
+                AS t(topic)
+            ORDER BY t.topic
+            ON CONFLICT (topic) DO UPDATE SET last_seq = s.last_seq + 1
+            RETURNING s.topic, s.last_seq),
+        e AS (
+            INSERT INTO realtime.events (topic, seq, type, payload, origin)
+            SELECT s.topic, s.last_seq,
+                   CASE WHEN s.topic = c.topic THEN 'comment.created' ELSE 'mention.created' END,
+                   CASE WHEN s.topic = c.topic THEN jsonb_build_object('comment', c.j)
+                   ELSE jsonb_build_object('sessionId', c.sport_session_id, 'comment', c.j) END,
+                   v_origin
+            FROM s CROSS JOIN c
+            RETURNING topic, seq, jsonb_build_object('k', 'e', 't', topic, 's', seq,
+                'e', type, 'o', origin, 'd', payload)::text AS msg),
+        st AS (
+            INSERT INTO realtime.comment_state AS cs (comment_id, topic, visible, digest, mentions)
+            SELECT c.id, c.topic, true, md5(c.j::text)::uuid, c.told FROM c
+            ON CONFLICT (comment_id) DO UPDATE
+                SET topic = excluded.topic, visible = true, digest = excluded.digest,
+                    mentions = excluded.mentions)
+        SELECT count(pg_notify('courtside', CASE WHEN octet_length(x.msg) > 7500
+            THEN jsonb_build_object('k', 'e', 't', x.topic, 's', x.seq)::text ELSE x.msg END))
+        INTO n
+        FROM (SELECT e.topic, e.seq, e.msg FROM e ORDER BY e.topic) AS x;
+        IF n > 0 THEN
+            RETURN NULL;
+        END IF;
+        -- Gone or hidden again before commit: the general path records that.
+    END IF;
+
+    -- Everything this transaction touched: the comment in the setting, then the spill.
+    mention_events := '{}';
+    v_spilled := right(v_pending, 1) = '*';
+    IF v_spilled THEN
+        v_xid := pg_current_xact_id();
+    END IF;
+    SELECT array_agg(t.comment_id ORDER BY t.ord), array_agg(t.inserted ORDER BY t.ord)
+    INTO v_ids, v_inserted
+    FROM (
+        SELECT DISTINCT ON (x.comment_id) x.comment_id, x.inserted, x.ord
+        FROM (
+            SELECT CASE WHEN left(v_pending, 1) IN ('+', '-')
+                        THEN substr(v_pending, 2, 36)::uuid END AS comment_id,
+                   left(v_pending, 1) = '+' AS inserted, 0::bigint AS ord
+            WHERE left(v_pending, 1) IN ('+', '-')
+            UNION ALL
+            SELECT pc.comment_id, pc.inserted, pc.ord
+            FROM realtime.pending_comments pc
+            WHERE v_spilled AND pc.xid = v_xid
+        ) AS x
+        ORDER BY x.comment_id, x.ord
+    ) AS t;
+    IF v_spilled THEN
+        DELETE FROM realtime.pending_comments WHERE xid = v_xid;
+    END IF;
+    IF v_ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+
     -- Every session topic these comments were last reported in or now belong to, locked
     -- before anything is read for a payload (DESIGN §4.4).
     -- LATERAL keeps this to index lookups per touched comment, however large the tables.
     SELECT array_agg(DISTINCT x.t) INTO v_topics
-    FROM realtime.pending_comments pc
+    FROM unnest(v_ids) AS p(comment_id)
     CROSS JOIN LATERAL (
-        SELECT s.topic FROM realtime.comment_state s WHERE s.comment_id = pc.comment_id
+        SELECT s.topic FROM realtime.comment_state s WHERE s.comment_id = p.comment_id
         UNION ALL
         SELECT 'session:' || c.sport_session_id
-        FROM public.sport_session_comments c WHERE c.id = pc.comment_id
-    ) AS x(t)
-    WHERE pc.xid = NEW.xid;
-    IF v_topics IS NULL THEN
-        -- Nothing staged: an earlier firing in this transaction emitted everything (or every
-        -- touched comment is gone and was never reported; the loop below cleans those up).
-        IF NOT EXISTS (SELECT 1 FROM realtime.pending_comments WHERE xid = NEW.xid) THEN
-            RETURN NULL;
-        END IF;
-    ELSE
+        FROM public.sport_session_comments c WHERE c.id = p.comment_id
+    ) AS x(t);
+    IF v_topics IS NOT NULL THEN
         PERFORM realtime.lock_topics_v1(v_topics);
     END IF;
 
-    FOR p IN
-        SELECT * FROM realtime.pending_comments WHERE xid = NEW.xid ORDER BY ord
-    LOOP
+    FOR i IN 1 .. cardinality(v_ids) LOOP
         -- Statements after the lock: under READ COMMITTED they see every transaction that
         -- committed to these topics while we waited, and so the state it left.
-        SELECT * INTO cur FROM public.sport_session_comments WHERE id = p.comment_id;
-        is_visible := FOUND AND cur.deleted_at IS NULL;
+        cur := NULL;
+        SELECT * INTO cur FROM public.sport_session_comments WHERE id = v_ids[i];
+        is_visible := cur.id IS NOT NULL AND cur.deleted_at IS NULL;
         new_topic := CASE WHEN cur.id IS NOT NULL THEN 'session:' || cur.sport_session_id END;
-        SELECT * INTO st FROM realtime.comment_state WHERE comment_id = p.comment_id;
-        IF FOUND THEN
+        st := NULL;
+        SELECT * INTO st FROM realtime.comment_state WHERE comment_id = v_ids[i];
+        IF st.comment_id IS NOT NULL THEN
             was_visible := st.visible;
             old_topic := st.topic;
             known_mentions := st.mentions;
         ELSE
             -- Never reported: new, or older than courtside. The latter counts as known.
-            was_visible := NOT p.inserted AND cur.id IS NOT NULL;
+            was_visible := NOT v_inserted[i] AND cur.id IS NOT NULL;
             old_topic := new_topic;
             known_mentions := NULL;
         END IF;
@@ -237,18 +403,24 @@ BEGIN
         IF is_visible THEN
             rendered := realtime.comment_json_v1(cur);
             digest := md5(rendered::text)::uuid;
-            IF jsonb_array_length(rendered -> 'mentions') = 0 THEN
-                cur_mentions := '{}';
+            cur_mentions := ARRAY(
+                SELECT (m ->> 'id')::uuid FROM jsonb_array_elements(rendered -> 'mentions') m
+                ORDER BY 1);
+            IF NOT was_visible THEN
+                known_mentions := '{}';
             ELSE
-                cur_mentions := ARRAY(
-                    SELECT (m ->> 'id')::uuid FROM jsonb_array_elements(rendered -> 'mentions') m
-                    ORDER BY 1);
+                known_mentions := coalesce(known_mentions, cur_mentions);
             END IF;
+            -- Newly mentioned users hear of it on their own topic.
+            notify_mentions := ARRAY(
+                SELECT u FROM unnest(cur_mentions) AS u
+                WHERE NOT u = ANY (known_mentions)
+                ORDER BY 1);
         END IF;
 
         IF was_visible AND (NOT is_visible OR old_topic IS DISTINCT FROM new_topic) THEN
             PERFORM realtime.emit_v1(old_topic, 'comment.deleted', jsonb_build_object(
-                'commentId', p.comment_id,
+                'commentId', v_ids[i],
                 'deletedAt', realtime.ts_v1(CASE WHEN is_visible THEN now()
                                                  ELSE coalesce(cur.deleted_at, now()) END)),
                 v_origin);
@@ -262,20 +434,20 @@ BEGIN
                                      jsonb_build_object('comment', rendered), v_origin);
         END IF;
 
-        IF is_visible AND cardinality(cur_mentions) > 0 THEN
-            -- A user newly mentioned in a visible comment hears of it on their own topic.
-            SELECT mention_events || coalesce(array_agg(jsonb_build_object(
-                       'topic', 'user:' || u,
-                       'payload', jsonb_build_object(
-                           'sessionId', cur.sport_session_id, 'comment', rendered))), '{}')
-            INTO mention_events
-            FROM unnest(cur_mentions) AS u
-            WHERE NOT (u = ANY (CASE WHEN NOT was_visible THEN '{}'::uuid[]
-                                     ELSE coalesce(known_mentions, cur_mentions) END));
-        END IF;
         IF is_visible THEN
+            IF cardinality(notify_mentions) > 0 THEN
+                SELECT mention_events || array_agg(jsonb_build_object(
+                           'topic', 'user:' || u,
+                           'payload', jsonb_build_object(
+                               'sessionId', cur.sport_session_id, 'comment', rendered)))
+                INTO mention_events
+                FROM unnest(notify_mentions) AS u;
+            END IF;
+            -- What subscribers now know: the mentions already known and those just told.
             INSERT INTO realtime.comment_state AS s (comment_id, topic, visible, digest, mentions)
-            VALUES (cur.id, new_topic, true, digest, cur_mentions)
+            VALUES (cur.id, new_topic, true, digest, ARRAY(
+                SELECT u FROM unnest(cur_mentions) AS u
+                WHERE u = ANY (known_mentions) OR u = ANY (notify_mentions) ORDER BY 1))
             ON CONFLICT (comment_id) DO UPDATE
                 SET topic = excluded.topic, visible = true, digest = excluded.digest,
                     mentions = excluded.mentions;
@@ -283,12 +455,10 @@ BEGIN
             INSERT INTO realtime.comment_state AS s (comment_id, topic, visible)
             VALUES (cur.id, new_topic, false)
             ON CONFLICT (comment_id) DO UPDATE SET topic = excluded.topic, visible = false;
-        ELSE
-            DELETE FROM realtime.comment_state WHERE comment_id = p.comment_id;
+        ELSIF st.comment_id IS NOT NULL THEN
+            DELETE FROM realtime.comment_state WHERE comment_id = v_ids[i];
         END IF;
     END LOOP;
-
-    DELETE FROM realtime.pending_comments WHERE xid = NEW.xid;
 
     IF cardinality(mention_events) > 0 THEN
         -- User topics sort after session topics: the global lock order still holds.
@@ -320,6 +490,21 @@ DROP TRIGGER IF EXISTS courtside_stage_truncate ON public.sport_session_comment_
 CREATE TRIGGER courtside_stage_truncate
     BEFORE TRUNCATE ON public.sport_session_comment_mentions
     FOR EACH STATEMENT EXECUTE FUNCTION realtime.stage_truncate_v1();
+
+-- The commit-time flush rides on the written rows themselves. (A consequence PostgreSQL
+-- imposes on any deferred trigger: a transaction that wrote these tables cannot TRUNCATE or
+-- ALTER them before it commits.)
+DROP TRIGGER IF EXISTS courtside_flush ON public.sport_session_comments;
+CREATE CONSTRAINT TRIGGER courtside_flush
+    AFTER INSERT OR UPDATE OR DELETE ON public.sport_session_comments
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION realtime.flush_comments_v1();
+
+DROP TRIGGER IF EXISTS courtside_flush ON public.sport_session_comment_mentions;
+CREATE CONSTRAINT TRIGGER courtside_flush
+    AFTER INSERT OR UPDATE OR DELETE ON public.sport_session_comment_mentions
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION realtime.flush_comments_v1();
 
 DROP TRIGGER IF EXISTS courtside_flush ON realtime.pending_comments;
 CREATE CONSTRAINT TRIGGER courtside_flush

@@ -110,6 +110,80 @@ def test_comment_and_three_mentions_in_one_transaction_give_one_event(
         assert payload["comment"]["id"] == str(cid)
 
 
+def test_a_new_comment_written_again_in_its_transaction_gives_one_created(
+    conn: Conn, world: World
+) -> None:
+    with conn.transaction():
+        cid = add_comment(conn, world, "draft")
+        conn.execute("UPDATE sport_session_comments SET content = 'final' WHERE id = %s", (cid,))
+        mention(conn, cid, world.participants[1])
+
+        def doomed_savepoint() -> None:
+            with conn.transaction():
+                mention(conn, cid, world.participants[2])
+                conn.execute("DO $$ BEGIN RAISE EXCEPTION 'abort'; END $$")
+
+        with pytest.raises(psycopg.errors.RaiseException):
+            doomed_savepoint()
+    [(seq, typ, payload, _)] = events(conn, world.topic)
+    assert (seq, typ) == (1, "comment.created")
+    assert payload == {"comment": rendered(conn, cid)}
+    assert payload["comment"]["content"] == "final"
+    assert [m["id"] for m in payload["comment"]["mentions"]] == [str(world.participants[1])]
+    assert [e[1] for e in events(conn, f"user:{world.participants[1]}")] == ["mention.created"]
+    assert events(conn, f"user:{world.participants[2]}") == []
+
+
+def test_a_new_comment_rolled_back_to_a_savepoint_is_forgotten(conn: Conn, world: World) -> None:
+    def doomed_savepoint() -> None:
+        with conn.transaction():
+            add_comment(conn, world, "lost")
+            conn.execute("DO $$ BEGIN RAISE EXCEPTION 'abort'; END $$")
+
+    with conn.transaction():
+        with pytest.raises(psycopg.errors.RaiseException):
+            doomed_savepoint()
+        kept = add_comment(conn, world, "kept")
+    evs = events(conn, world.topic)
+    assert [(e[0], e[1], e[2]["comment"]["id"]) for e in evs] == [
+        (1, "comment.created", str(kept))]
+
+
+def test_several_comments_in_one_transaction_each_give_one_event(
+    conn: Conn, world: World
+) -> None:
+    old = add_comment(conn, world, "old")
+    with conn.transaction():
+        first = add_comment(conn, world, "first")
+        second = add_comment(conn, world, "second")
+        mention(conn, second, world.participants[1])
+        conn.execute("UPDATE sport_session_comments SET content = 'old, edited' WHERE id = %s",
+                     (old,))
+        mention(conn, first, world.participants[2])
+        conn.execute("UPDATE sport_session_comments SET content = 'first, edited' WHERE id = %s",
+                     (first,))
+    evs = events(conn, world.topic, after=1)
+    # In the order the transaction first touched them, each as it stood at commit.
+    assert [(e[1], e[2]["comment"]["id"]) for e in evs] == [
+        ("comment.created", str(first)), ("comment.created", str(second)),
+        ("comment.updated", str(old))]
+    assert [e[2] for e in evs] == [{"comment": rendered(conn, c)} for c in (first, second, old)]
+    assert [e[1] for e in events(conn, f"user:{world.participants[1]}")] == ["mention.created"]
+    assert [e[1] for e in events(conn, f"user:{world.participants[2]}")] == ["mention.created"]
+    assert conn.execute("SELECT count(*) FROM realtime.pending_comments").fetchone() == (0,)
+
+
+def test_a_comment_born_hidden_is_created_when_restored(conn: Conn, world: World) -> None:
+    row = conn.execute(
+        "INSERT INTO sport_session_comments (sport_session_id, user_id, content, deleted_at)"
+        " VALUES (%s, %s, 'hidden', now()) RETURNING id", (world.session_id, world.owner)
+    ).fetchone()
+    assert row is not None
+    assert events(conn, world.topic) == []
+    conn.execute("UPDATE sport_session_comments SET deleted_at = NULL WHERE id = %s", (row[0],))
+    assert [e[1] for e in events(conn, world.topic)] == ["comment.created"]
+
+
 def test_update_soft_delete_and_hard_delete(conn: Conn, world: World) -> None:
     cid = add_comment(conn, world)
     conn.execute("UPDATE sport_session_comments SET content = 'Commentaire modifié',"
