@@ -216,7 +216,9 @@ END
 $$;
 
 -- At commit: one event per touched comment, from the comment as it finally stands,
--- compared with what subscribers were last told.
+-- compared with what subscribers were last told. A mentioned user hears of a comment on
+-- their own topic (mention.created) only while they are a participant of its session:
+-- the mention row stays and the comment lists it, but an outsider is told nothing.
 CREATE OR REPLACE FUNCTION realtime.flush_comments_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -296,6 +298,10 @@ BEGIN
             SELECT r.id, r.sport_session_id, 'session:' || r.sport_session_id AS topic, r.j,
                    ARRAY(
                        SELECT (x ->> 'id')::uuid FROM jsonb_array_elements(r.j -> 'mentions') x
+                       WHERE EXISTS (
+                           SELECT 1 FROM public.sport_session_participants sp
+                           WHERE sp.sport_session_id = r.sport_session_id
+                             AND sp.user_id = (x ->> 'id')::uuid)
                        ORDER BY 1) AS told
             FROM r),
         s AS (
@@ -411,10 +417,13 @@ BEGIN
             ELSE
                 known_mentions := coalesce(known_mentions, cur_mentions);
             END IF;
-            -- Newly mentioned users hear of it on their own topic.
+            -- Newly mentioned participants hear of it on their own topic.
             notify_mentions := ARRAY(
                 SELECT u FROM unnest(cur_mentions) AS u
                 WHERE NOT u = ANY (known_mentions)
+                  AND EXISTS (
+                      SELECT 1 FROM public.sport_session_participants sp
+                      WHERE sp.sport_session_id = cur.sport_session_id AND sp.user_id = u)
                 ORDER BY 1);
         END IF;
 

@@ -218,6 +218,47 @@ def test_mention_only_changes_emit_updated(conn: Conn, world: World) -> None:
     assert [e[1] for e in events(conn, f"user:{world.participants[1]}")] == ["mention.created"]
 
 
+def test_only_participants_hear_of_their_mention(conn: Conn, world: World) -> None:
+    """A mention of someone outside the session stays in the comment, but their own topic
+    is told nothing: no event, and no seq for a subscriber there to find missing."""
+    member, outsider = world.participants[1], world.outsiders[0]
+    late = factories.user(conn, "Late", "Comer")
+    with conn.transaction():
+        cid = add_comment(conn, world)
+        mention(conn, cid, member)
+        mention(conn, cid, outsider)
+    [(_, typ, payload, _)] = events(conn, world.topic)
+    assert typ == "comment.created"
+    assert {m["id"] for m in payload["comment"]["mentions"]} == {str(member), str(outsider)}
+    assert payload == {"comment": rendered(conn, cid)}
+    assert [e[1] for e in events(conn, f"user:{member}")] == ["mention.created"]
+    assert events(conn, f"user:{outsider}") == []
+    assert last_seq(conn, f"user:{outsider}") == 0
+
+    # A mention added later, to a comment already reported, follows the same rule.
+    other = world.participants[2]
+    with conn.transaction():
+        mention(conn, cid, late)
+        mention(conn, cid, other)
+    evs = events(conn, world.topic)
+    assert [e[1] for e in evs] == ["comment.created", "comment.updated"]
+    assert len(evs[1][2]["comment"]["mentions"]) == 4
+    assert [e[1] for e in events(conn, f"user:{other}")] == ["mention.created"]
+    assert events(conn, f"user:{late}") == []
+    assert last_seq(conn, f"user:{late}") == 0
+
+    # Once they have joined, the next change to the comment tells them, once.
+    factories.join(conn, world.session_id, late)
+    conn.execute("UPDATE sport_session_comments SET content = 'edited' WHERE id = %s", (cid,))
+    conn.execute("UPDATE sport_session_comments SET content = 'edited again' WHERE id = %s",
+                 (cid,))
+    [(seq, typ, payload, _)] = events(conn, f"user:{late}")
+    assert (seq, typ) == (1, "mention.created")
+    assert payload["comment"]["id"] == str(cid)
+    assert events(conn, f"user:{outsider}") == []
+    assert [e[1] for e in events(conn, f"user:{member}")] == ["mention.created"]
+
+
 def test_rollback_emits_nothing(conn: Conn, world: World) -> None:
     cid = add_comment(conn, world)
     before = last_seq(conn, world.topic)
