@@ -51,7 +51,11 @@ def _writer(dsn: str, worlds: list[factories.World], seed: int, deadline: float,
                     if rng.random() < 0.3:
                         conn.execute("SELECT set_config('courtside.origin', %s, true)",
                                      (f"writer-{seed}",))
-                    targets = _pick_comments(conn, [world.session_id], rng, rng.randint(1, 3))
+                    # A third of the transactions only write new comments (and their
+                    # mentions), the path a new comment alone takes at commit.
+                    fresh_only = rng.random() < 0.33
+                    targets = ([] if fresh_only else
+                               _pick_comments(conn, [world.session_id], rng, rng.randint(1, 3)))
                     for cid in targets:
                         op = rng.choice(["update", "update", "mention", "unmention",
                                          "soft_delete", "restore", "hard_delete"])
@@ -80,7 +84,7 @@ def _writer(dsn: str, worlds: list[factories.World], seed: int, deadline: float,
                         else:
                             conn.execute("DELETE FROM sport_session_comments WHERE id = %s",
                                          (cid,))
-                    for _ in range(rng.choice([0, 0, 1, 2])):
+                    for _ in range(rng.choice([1, 1, 1, 2] if fresh_only else [0, 0, 1, 2])):
                         row = conn.execute(
                             "INSERT INTO sport_session_comments (sport_session_id, user_id,"
                             " content) VALUES (%s, %s, %s) RETURNING id",
