@@ -287,10 +287,14 @@ class WsConnection:
                     self.core.subscription_refused(topic)
                     await self.send(error_frame(denied.code, self.lang, name))
                     return
-                async with contextlib.AsyncExitStack() as stack:
-                    with anyio.fail_after(self.rt.config.setup_timeout):
-                        sub = await stack.enter_async_context(self.rt.bridge.subscribe(
-                            name, since=since, max_queue=self.rt.config.limits.outbound_queue))
+                # Entered by hand, not with an AsyncExitStack (a deque per subscription).
+                setup = anyio.current_time() + self.rt.config.setup_timeout
+                subscribing = self.rt.bridge.subscribe(
+                    name, since=since, max_queue=self.rt.config.limits.outbound_queue)
+                with anyio.fail_after(self.rt.config.setup_timeout):
+                    sub = await subscribing.__aenter__()
+                try:
+                    with anyio.fail_after(max(0.0, setup - anyio.current_time())):
                         presence: list[object] = []
                         if topic.kind == "session":
                             joined = True
@@ -305,7 +309,12 @@ class WsConnection:
                     self.core.subscription_started(topic)
                     started = True
                     task_status.started()
+                    # Its start event would otherwise live as long as the subscription.
+                    task_status = anyio.TASK_STATUS_IGNORED
                     await self._pump(sub, scope)
+                finally:
+                    # Releases the hub's hold synchronously: nothing here awaits.
+                    await subscribing.__aexit__(None, None, None)
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("subscription to %s failed", name, exc_info=True)
             if not started:
@@ -451,7 +460,11 @@ async def ws_endpoint(websocket: WebSocket) -> None:
         await deny_websocket(websocket, refused, lang)
         return
     try:
+        conn = WsConnection(rt, websocket, principal, lang)
+        # Every header this endpoint needs has been read; the list would otherwise live as
+        # long as the connection (shared by the scope, Starlette's Headers and uvicorn).
+        websocket.scope["headers"].clear()
         await websocket.accept()
-        await WsConnection(rt, websocket, principal, lang).run()
+        await conn.run()
     finally:
         rt.hub.release(principal)

@@ -23,15 +23,20 @@ class BoundedQueue:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.nbytes = 0
-        self._items: deque[Event | Reset] = deque()
+        # Made on the first push: a subscriber whose events are all taken directly (see
+        # Subscription.set_sink) never needs one, and an empty deque is ~700 bytes.
+        self._items: deque[Event | Reset] | None = None
 
     def push(self, item: Event | Reset) -> bool:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
         size = len(item.data) if isinstance(item, Event) else 0
-        if len(self._items) >= self.max_items or (
-            self._items and self.nbytes + size > self.max_bytes
+        if len(items) >= self.max_items or (
+            items and self.nbytes + size > self.max_bytes
         ):
             return False
-        self._items.append(item)
+        items.append(item)
         self.nbytes += size
         return True
 
@@ -44,8 +49,8 @@ class BoundedQueue:
         return item
 
     def clear(self) -> None:
-        self._items.clear()
+        self._items = None
         self.nbytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return 0 if self._items is None else len(self._items)

@@ -50,7 +50,7 @@ class Subscription:
         self._queue = queue
         self._reader = reader
         self._page_size = page
-        self._page: deque[Event] = deque()
+        self._page: deque[Event] | None = None  # made only while a backlog is being read
         self._backlog_upto: int | None = None  # None: no backlog left to read
         self._verify_since = False
         self._reason: str | None = None
@@ -126,7 +126,7 @@ class Subscription:
         self._reason = reason
         # Drop what it holds at once: memory must not wait for a consumer that may never come.
         self._queue.clear()
-        self._page.clear()
+        self._page = None
         self._backlog_upto = None
         self._verify_since = False
         self._wakeup.set()
@@ -167,8 +167,11 @@ class Subscription:
 
     async def _next_backlog(self) -> Event | Reset | None:
         while self._reason is None:
-            if self._page:
-                event = self._page.popleft()
+            page = self._page
+            if page:
+                event = page.popleft()
+                if not page:
+                    self._page = None
                 assert event.seq is not None
                 self.last_seq = event.seq
                 return event
@@ -201,6 +204,8 @@ class Subscription:
             for event in rows:
                 if event.seq != expected:
                     break
+                if self._page is None:
+                    self._page = deque()
                 self._page.append(event)
                 expected += 1
             if not self._page:

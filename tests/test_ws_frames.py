@@ -15,7 +15,7 @@ import anyio
 import orjson
 import pytest
 
-from api.ws_protocol import CourtsideWebSocketProtocol, text_frame
+from api.ws_protocol import CourtsideWebSocketProtocol, _ReceiveQueue, text_frame
 from tests import factories
 from tests.test_realtime_support import build_app, running, sql_comment, ws_client
 
@@ -166,3 +166,25 @@ async def test_no_event_after_unsubscribed(db: str) -> None:
                 while (frame := await ws.recv())["type"] != "pong":
                     after.append(frame)
             assert [f for f in after if f.get("type") == "event"] == []
+
+
+@pytest.mark.anyio
+async def test_receive_queue_hands_messages_over_in_order() -> None:
+    queue = _ReceiveQueue()
+    got: list[Any] = []
+
+    async def reader() -> None:
+        for _ in range(3):
+            got.append(await queue.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.wait_all_tasks_blocked()  # parked on an empty queue
+        assert queue.empty()
+        queue.put_nowait({"type": "websocket.connect"})
+        queue.put_nowait({"type": "websocket.receive", "text": "a"})
+        await anyio.wait_all_tasks_blocked()
+        queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    assert [m["type"] for m in got] == ["websocket.connect", "websocket.receive",
+                                        "websocket.disconnect"]
+    assert queue.empty()
