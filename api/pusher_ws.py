@@ -1,0 +1,574 @@
+"""The Pusher protocol endpoint, ``/app/{key}``: api/pusher_protocol.py's decisions, carried
+out with the bridge, courtside presence and the realtime hub.
+
+One connection is one task group: the reader (client messages in order; a subscribe is
+answered before the next message is read) and one pump per channel (bridge → socket).
+Handshake problems (unknown key, protocol version, over capacity, a bad token) are told the
+Pusher way: the socket is accepted, a ``pusher:error`` is sent, then a close with that code.
+
+Authentication is optional at the handshake (``Authorization: Bearer`` or ``?ticket=``);
+a connection opened without it is bound, at its first private subscription, to the token
+that ``/broadcasting/auth`` signed for (api/pusher_auth.py). The hub (api/realtime_hub.py)
+then treats it like a ``/ws`` connection of that token: revoking or expiring the token ends
+its private and presence subscriptions (``pusher:error`` 4009 with the channel; the socket
+stays open for public channels) — or closes the socket with 4009 when the token was given at
+the handshake. A removed participant loses the session's channels the same way. Public
+channels are re-checked as an anonymous reader: a session made private ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+import psycopg
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api import realtime_auth
+from api.access import can_read_session
+from api.errors import ApiError
+from api.pusher_protocol import (
+    Action,
+    Binding,
+    Channel,
+    Close,
+    PublishTyping,
+    PusherCode,
+    PusherConfig,
+    PusherCore,
+    Reply,
+    Start,
+    Stop,
+    connection_established,
+    error_frame,
+    event_frame,
+    member_added,
+    member_of,
+    member_removed,
+    protocol_problem,
+    subscription_succeeded,
+)
+from api.realtime_auth import AccessDenied, Principal
+from api.realtime_protocol import ErrorCode, message_for, new_socket_id
+from api.realtime_state import Realtime, realtime_of
+from bridge import BridgeError, CutOff, Event, Subscription
+
+log = logging.getLogger("courtside.pusher")
+
+ANONYMOUS = Principal(uuid.UUID(int=0), -1, None)  # no user: reads public sessions only
+
+_CLOSE_FOR: dict[ErrorCode, PusherCode] = {
+    ErrorCode.TOKEN_REVOKED: PusherCode.UNAUTHORIZED,
+    ErrorCode.TOKEN_EXPIRED: PusherCode.UNAUTHORIZED,
+    ErrorCode.SERVICE_RESTART: PusherCode.RECONNECT,
+    ErrorCode.SLOW_CONSUMER: PusherCode.OVER_CAPACITY,
+    ErrorCode.NOT_READY: PusherCode.OVER_CAPACITY,
+    ErrorCode.TOO_MANY_CONNECTIONS: PusherCode.OVER_CAPACITY,
+}
+
+
+def _describe(code: ErrorCode) -> str:
+    return f"{code.value}: {message_for(code, 'en')}"
+
+
+class PusherRegistry:
+    """The Pusher connections of one process (for the over-capacity limit)."""
+
+    def __init__(self, config: PusherConfig) -> None:
+        self.config = config
+        self.count = 0
+
+
+class _Refuse(Exception):
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Gone(Exception):
+    """The socket cannot be written to any more."""
+
+
+class _PublicWatch:
+    """A public channel, as the hub sees it: an anonymous reader of the session, so that the
+    hub's re-check ends it when the session stops being public (whoever holds it)."""
+
+    def __init__(self, conn: PusherConnection, channel: Channel) -> None:
+        self._conn = conn
+        self._channel = channel
+
+    @property
+    def conn_id(self) -> str:
+        return f"{self._conn.socket_id}|{self._channel.name}"
+
+    @property
+    def principal(self) -> Principal:
+        return ANONYMOUS
+
+    def close_soon(self, code: ErrorCode) -> None:
+        self._conn.close_soon(code)
+
+    def set_expiry(self, expires_at: datetime | None) -> None:
+        return None
+
+    def revoke_topic(self, topic: str, code: ErrorCode) -> None:
+        self._conn.revoke_channel(self._channel, code)
+
+
+class PusherConnection:
+    def __init__(self, rt: Realtime, config: PusherConfig, websocket: WebSocket,
+                 principal: Principal | None) -> None:
+        self.rt = rt
+        self.config = config
+        self.ws = websocket
+        self.socket_id = new_socket_id()
+        # The handshake's principal holds a hub slot taken by the endpoint; a bound one, its own.
+        self._principal = principal or ANONYMOUS
+        self._slot: Principal | None = principal
+        self._bound_by_auth = False
+        self.core = PusherCore(config, rt.config.limits, self.socket_id, anyio.current_time(),
+                               authenticated=principal is not None)
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
+        self._send_lock = anyio.Lock()
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._watching: dict[str, int] = {}  # topic → private/presence channels on it
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._close: tuple[int, str] | None = None
+        self._dead = False
+
+    # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
+
+    @property
+    def conn_id(self) -> str:
+        return self.socket_id
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    def close_soon(self, code: ErrorCode) -> None:
+        if self._bound_by_auth and code in (ErrorCode.TOKEN_REVOKED, ErrorCode.TOKEN_EXPIRED):
+            self._unbind(code)
+            return
+        self._finish(_CLOSE_FOR.get(code, PusherCode.RECONNECT), _describe(code))
+
+    def set_expiry(self, expires_at: datetime | None) -> None:
+        if self._principal is not ANONYMOUS:
+            self._principal = Principal(self._principal.user_id, self._principal.token_id,
+                                        expires_at)
+        self._arm_expiry()
+
+    def revoke_topic(self, topic: str, code: ErrorCode) -> None:
+        for channel in self.core.channels(topic):
+            if channel.needs_auth:
+                self.revoke_channel(channel, code)
+
+    def revoke_channel(self, channel: Channel, code: ErrorCode) -> None:
+        rest: list[Action] = []
+        for action in self.core.revoked(channel, _describe(code)):
+            if isinstance(action, Stop):
+                self._stop(action.channel.name)
+            else:
+                rest.append(action)
+        if rest and self._tg is not None:
+            self._tg.start_soon(self._carry_out, rest)
+
+    def _unbind(self, code: ErrorCode) -> None:
+        """The token that /broadcasting/auth bound this connection to is gone: end what it
+        authorized; the connection goes on as an anonymous one (public channels)."""
+        for channel in self.core.channels():
+            if channel.needs_auth:
+                self.revoke_channel(channel, code)
+        hub = self.rt.hub
+        hub.detach(self)
+        self.release_slot()
+        self._principal = ANONYMOUS
+        self._bound_by_auth = False
+        hub.attach(self)
+        self._arm_expiry()
+
+    def release_slot(self) -> None:
+        """Give back the hub's connection slot this connection holds, if any (idempotent)."""
+        if self._slot is not None:
+            self.rt.hub.release(self._slot)
+            self._slot = None
+
+    def _finish(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hub = self.rt.hub
+        hub.attach(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self._close is not None:  # revoked between authentication and attach
+                    tg.cancel_scope.cancel()
+                self._arm_expiry()
+                await self.send(connection_established(self.socket_id,
+                                                       self.config.activity_timeout))
+                await self._read(tg)
+                tg.cancel_scope.cancel()
+        except _Gone:
+            pass
+        finally:
+            self._tg = None
+            hub.detach(self)
+            self.release_slot()
+            for timer in (self._expiry_timer, self._typing_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._expiry_timer = self._typing_timer = None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._goodbye()
+
+    async def _goodbye(self) -> None:
+        if self._close is None or self._dead:
+            return
+        code, reason = self._close
+        with contextlib.suppress(_Gone):
+            await self.send(error_frame(code, reason))
+        self._dead = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason[:120])
+
+    async def send(self, frame: bytes) -> None:
+        if self._dead:
+            raise _Gone
+        async with self._send_lock:
+            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
+                try:
+                    await self.ws.send_text(frame.decode())
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    self._dead = True
+                    raise _Gone from None
+            if scope.cancelled_caught:
+                self._dead = True  # the peer stopped reading: drop it
+                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
+                raise _Gone
+
+    # -- the reader --------------------------------------------------------------------------
+
+    async def _read(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                self._dead = True
+                return
+            text = message.get("text")
+            if text is None:
+                self._finish(PusherCode.CLIENT_EVENT_RATE_LIMIT, "binary frames are not Pusher")
+                return
+            for action in self.core.receive_text(text, anyio.current_time()):
+                await self._act(action, tg)
+
+    async def _act(self, action: Action, tg: anyio.abc.TaskGroup) -> None:
+        if isinstance(action, Reply):
+            await self.send(action.frame)
+        elif isinstance(action, Start):
+            await tg.start(self._channel, action.channel, action.binding)
+        elif isinstance(action, Stop):
+            self._stop(action.channel.name)
+        elif isinstance(action, PublishTyping):
+            await self._publish_typing(action)
+        elif isinstance(action, Close):
+            self._finish(action.code, action.reason)
+
+    async def _carry_out(self, actions: list[Action]) -> None:
+        with contextlib.suppress(_Gone):
+            for action in actions:
+                if isinstance(action, Reply):
+                    await self.send(action.frame)
+                elif isinstance(action, PublishTyping):
+                    await self._publish_typing(action)
+
+    async def _publish_typing(self, action: PublishTyping) -> None:
+        if self._principal is ANONYMOUS:
+            return
+        try:
+            await self.rt.bridge.presence.typing(
+                action.topic.name, self._principal.user_id, action.is_typing,
+                duration=self.rt.config.limits.typing_ttl, origin=self.socket_id)
+        except BridgeError:
+            log.warning("typing on %s failed", action.topic.name, exc_info=True)
+        self._arm_typing()
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def _bind(self, binding: Binding | None) -> Principal:
+        """The principal a private/presence subscription runs as (see the module docstring)."""
+        current = self._principal
+        if binding is None or binding.token_id is None:
+            # Signed without courtside_token: only on a connection authenticated at the
+            # handshake (PusherCore checked), and then for that user only.
+            if current is ANONYMOUS or (binding is not None
+                                        and binding.user_id != current.user_id):
+                raise _Refuse(PusherCode.UNAUTHORIZED, "Signed for another user")
+            return current
+        if current is not ANONYMOUS:
+            if binding.token_id != current.token_id or binding.user_id != current.user_id:
+                raise _Refuse(PusherCode.UNAUTHORIZED, "Connection bound to another token")
+            return current
+        live = await realtime_auth.live_tokens(self.rt.pool, {binding.token_id},
+                                               self.rt.config.token_expiration_minutes)
+        if binding.token_id not in live:
+            raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.TOKEN_REVOKED))
+        principal = Principal(binding.user_id, binding.token_id, live[binding.token_id])
+        if principal.expired():
+            raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.TOKEN_EXPIRED))
+        hub = self.rt.hub
+        refused = hub.admit(principal)
+        if refused is not None:
+            raise _Refuse(_CLOSE_FOR.get(refused, PusherCode.UNAUTHORIZED), _describe(refused))
+        hub.detach(self)
+        self._principal = principal
+        self._slot = principal
+        self._bound_by_auth = True
+        hub.attach(self)  # closes at once if the token was revoked a moment ago
+        self._arm_expiry()
+        if self._principal is not principal:
+            raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.TOKEN_REVOKED))
+        return principal
+
+    async def _check(self, channel: Channel, principal: Principal) -> None:
+        if channel.kind == "user":
+            if channel.topic.id != principal.user_id:
+                raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.FORBIDDEN))
+            return
+        async with self.rt.pool.connection() as conn:
+            try:
+                await can_read_session(conn, channel.topic.id, principal.user_id)
+            except ApiError as exc:
+                raise _Refuse(PusherCode.UNAUTHORIZED, str(exc.code)) from None
+
+    def _watch(self, topic: str) -> None:
+        count = self._watching.get(topic, 0)
+        self._watching[topic] = count + 1
+        if count == 0:
+            self.rt.hub.watch_topic(self, topic)
+
+    def _unwatch(self, topic: str) -> None:
+        count = self._watching.get(topic, 0) - 1
+        if count > 0:
+            self._watching[topic] = count
+        else:
+            self._watching.pop(topic, None)
+            self.rt.hub.unwatch_topic(self, topic)
+
+    async def _channel(self, channel: Channel, binding: Binding | None, *,
+                       task_status: anyio.abc.TaskStatus[None]) -> None:
+        name, topic = channel.name, channel.topic.name
+        hub = self.rt.hub
+        scope = anyio.CancelScope()
+        self._scopes[name] = scope
+        watcher: _PublicWatch | None = None
+        watched = joined = started = False
+        user_id = ANONYMOUS.user_id
+        try:
+            with scope:
+                try:
+                    if channel.needs_auth:
+                        principal = await self._bind(binding)
+                        user_id = principal.user_id
+                        self._watch(topic)  # before the check: see api/realtime_hub.py
+                        watched = True
+                        await self._check(channel, principal)
+                    else:
+                        watcher = _PublicWatch(self, channel)
+                        hub.watch_topic(watcher, topic)
+                        await realtime_auth.check_session(self.rt.pool, ANONYMOUS.user_id,
+                                                          channel.topic.id)
+                except AccessDenied as denied:
+                    raise _Refuse(PusherCode.UNAUTHORIZED, _describe(denied.code)) from None
+                async with contextlib.AsyncExitStack() as stack:
+                    with anyio.fail_after(self.rt.config.setup_timeout):
+                        sub = await stack.enter_async_context(self.rt.bridge.subscribe(
+                            topic, max_queue=self.rt.config.limits.outbound_queue))
+                        members: list[dict[str, Any]] | None = None
+                        if channel.kind == "presence":
+                            joined = True
+                            await self.rt.bridge.presence.join(topic, user_id, self.socket_id)
+                            members = [m for m in map(member_of, await
+                                                      self.rt.bridge.presence.list(topic))
+                                       if m is not None]
+                    await self.send(subscription_succeeded(name, members))
+                    del members
+                    self.core.started(channel)
+                    started = True
+                    task_status.started()
+                    await self._pump(sub, channel, user_id)
+        except _Refuse as refused:
+            with contextlib.suppress(_Gone):
+                await self.send(error_frame(refused.code, refused.message, name))
+        except (BridgeError, TimeoutError, psycopg.Error):
+            log.warning("Pusher subscription to %s failed", name, exc_info=True)
+            if started:
+                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
+            else:
+                with contextlib.suppress(_Gone):
+                    await self.send(error_frame(PusherCode.OVER_CAPACITY,
+                                                _describe(ErrorCode.NOT_READY), name))
+        except _Gone:
+            pass
+        finally:
+            if self._scopes.get(name) is scope:
+                del self._scopes[name]
+            if watcher is not None:
+                hub.unwatch_topic(watcher, topic)
+            if watched:
+                self._unwatch(topic)
+            if joined:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
+                        contextlib.suppress(BridgeError):
+                    await self.rt.bridge.presence.leave(topic, user_id, self.socket_id)
+            if not started:
+                self.core.refused(channel)
+                task_status.started()
+
+    def _stop(self, name: str) -> None:
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _pump(self, sub: Subscription, channel: Channel, user_id: uuid.UUID) -> None:
+        key = f"pusher:{channel.kind}"
+        me = str(user_id)
+
+        def encode(event: Event) -> bytes:
+            return event_frame(channel.name, event.type, event.data)
+
+        async for item in sub:
+            if isinstance(item, Event):
+                if item.origin is not None and item.origin == self.socket_id:
+                    continue  # sender exclusion (X-Socket-ID, Laravel's toOthers())
+                if item.type == "mention.created" and not await self._may_see_mention(item,
+                                                                                     user_id):
+                    continue
+                if channel.kind == "presence" and item.type in ("user.online", "user.offline"):
+                    await self._member_change(channel, item, me)
+                await self.send(item.encoded(key, encode))
+            elif isinstance(item, CutOff):
+                if item.reason == "shutdown":
+                    self._finish(PusherCode.RECONNECT, _describe(ErrorCode.SERVICE_RESTART))
+                elif item.reason == "overflow":
+                    self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
+                else:
+                    self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
+                return
+            # A Reset cannot be told in Pusher's protocol: it has no history to resume.
+
+    async def _member_change(self, channel: Channel, event: Event, me: str) -> None:
+        payload = event.payload
+        member = member_of(payload.get("user")) if isinstance(payload, dict) else None
+        if member is None or member["user_id"] == me:
+            return  # Pusher does not tell a member about itself
+        if event.type == "user.online":
+            await self.send(member_added(channel.name, member["user_id"], member["user_info"]))
+        else:
+            await self.send(member_removed(channel.name, member["user_id"]))
+
+    async def _may_see_mention(self, event: Event, user_id: uuid.UUID) -> bool:
+        """As on /ws: a mention reaches its user only while they may read that session."""
+        try:
+            session_id = uuid.UUID(str(event.payload["sessionId"]))
+            await realtime_auth.check_session(self.rt.pool, user_id, session_id)
+        except AccessDenied:
+            return False
+        except (KeyError, TypeError, ValueError, psycopg.Error):
+            log.warning("could not check %r; not delivered", event, exc_info=True)
+            return False
+        return True
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        expires_at = self._principal.expires_at
+        if expires_at is None or self._tg is None:
+            return
+        delay = (expires_at - datetime.now(UTC)).total_seconds()
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), self.close_soon, ErrorCode.TOKEN_EXPIRED)
+
+    def _arm_typing(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
+            self._typing_timer = None
+        deadline = self.core.next_typing_deadline()
+        if deadline is None or self._tg is None:
+            return
+        self._typing_timer = asyncio.get_running_loop().call_at(deadline, self._typing_due)
+
+    def _typing_due(self) -> None:
+        self._typing_timer = None
+        due = self.core.typing_due(anyio.current_time())
+        if due and self._tg is not None:
+            self._tg.start_soon(self._carry_out, due)
+        self._arm_typing()
+
+
+async def _refuse(websocket: WebSocket, code: int, message: str) -> None:
+    await websocket.accept()
+    with contextlib.suppress(Exception):
+        await websocket.send_text(error_frame(code, message).decode())
+        await websocket.close(code, message[:120])
+
+
+async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> None:
+    rt = realtime_of(websocket.app)
+    config = registry.config
+    key = websocket.path_params.get("key", "")
+    if key != config.key:
+        await _refuse(websocket, PusherCode.APP_DOES_NOT_EXIST,
+                      f"App key {key[:64]} not in this cluster")
+        return
+    problem = protocol_problem(websocket.query_params.get("protocol"))
+    if problem is not None:
+        await _refuse(websocket, problem, f"Protocol version not supported ({problem.name})")
+        return
+    if rt.hub.shutting_down:
+        await _refuse(websocket, PusherCode.RECONNECT, _describe(ErrorCode.SERVICE_RESTART))
+        return
+    if registry.count >= config.max_connections:
+        await _refuse(websocket, PusherCode.OVER_CAPACITY, "Over capacity")
+        return
+    principal: Principal | None = None
+    authorization = websocket.headers.get("authorization")
+    ticket = websocket.query_params.get("ticket")
+    if authorization or ticket:
+        try:
+            principal = await rt.authenticate(authorization, ticket)
+        except AccessDenied as denied:
+            await _refuse(websocket, PusherCode.UNAUTHORIZED, _describe(denied.code))
+            return
+        except psycopg.Error:
+            await _refuse(websocket, PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
+            return
+        refused = rt.hub.admit(principal)
+        if refused is not None:
+            await _refuse(websocket, _CLOSE_FOR.get(refused, PusherCode.UNAUTHORIZED),
+                          _describe(refused))
+            return
+    registry.count += 1
+    conn = PusherConnection(rt, config, websocket, principal)
+    try:
+        await websocket.accept()
+        await conn.run()
+    finally:
+        registry.count -= 1
+        conn.release_slot()
