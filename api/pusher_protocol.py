@@ -605,6 +605,10 @@ class PusherCore:
         return [s.channel for s in self._subs.values()
                 if topic is None or s.channel.topic.name == topic]
 
+    def typing_active(self, channel: str) -> bool:
+        sub = self._subs.get(channel)
+        return sub is not None and sub.typing is not None and sub.typing.active
+
     def next_typing_deadline(self) -> float | None:
         deadlines = [s.typing.deadline for s in self._subs.values()
                      if s.typing is not None and s.typing.deadline is not None]

@@ -140,6 +140,7 @@ class PusherConnection:
         self._send_lock = anyio.Lock()
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
+        self._stays = 0  # presence rows this connection has made
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[int, str] | None = None
         self._dead = False
@@ -377,6 +378,7 @@ class PusherConnection:
         watcher: _PublicWatch | None = None
         watched = joined = started = False
         user_id = ANONYMOUS.user_id
+        stay = self.socket_id
         try:
             with scope:
                 try:
@@ -399,8 +401,12 @@ class PusherConnection:
                             topic, max_queue=self.rt.config.limits.outbound_queue))
                         members: list[dict[str, Any]] | None = None
                         if channel.kind == "presence":
+                            # One row per subscription: the leave of an unsubscribed one,
+                            # still running, must not delete the row of its resubscription.
+                            self._stays += 1
+                            stay = f"{self.socket_id}#{self._stays}"
                             joined = True
-                            await self.rt.bridge.presence.join(topic, user_id, self.socket_id)
+                            await self.rt.bridge.presence.join(topic, user_id, stay)
                             members = [m for m in map(member_of, await
                                                       self.rt.bridge.presence.list(topic))
                                        if m is not None]
@@ -433,7 +439,10 @@ class PusherConnection:
             if joined:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
                         contextlib.suppress(BridgeError):
-                    await self.rt.bridge.presence.leave(topic, user_id, self.socket_id)
+                    if self.core.typing_active(name):  # the connection is going, typing
+                        await self.rt.bridge.presence.typing(topic, user_id, False,
+                                                             origin=self.socket_id)
+                    await self.rt.bridge.presence.leave(topic, user_id, stay)
             if not started:
                 self.core.refused(channel)
                 task_status.started()

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from api.pusher_protocol import request_signature
+from api.pusher_protocol import PusherConfig, request_signature
 from tests import factories
 from tests.pg import Server
 from tests.test_pusher_support import (
@@ -347,3 +347,33 @@ async def test_events_api(db: str, server: str) -> None:
                             headers={"Content-Type": "application/json"})
         assert r.status_code == 200, r.text
         assert data(await client.event(channel, "score.updated")) == {"home": 2, "away": 1}
+
+
+@pytest.mark.anyio
+async def test_token_expiry_ends_bound_channels(db: str, server: str) -> None:
+    world = factories.world(db, participants=2)
+    token = factories.token(db, world.participants[1], expires_in_seconds=2)
+    channel = f"private-sport-session.{world.session_id}"
+    async with pusher_client(server) as client:
+        ok = await authorized(server, token, client, channel)
+        assert ok["event"] == "pusher_internal:subscription_succeeded", ok
+        error = await client.expect(lambda f: f["event"] == "pusher:error", wait=10)
+        assert error["channel"] == channel
+        assert "TOKEN_EXPIRED" in error["data"]["message"]
+        # The connection itself stays usable.
+        await client.send("pusher:ping", {})
+        await client.expect(lambda f: f["event"] == "pusher:pong")
+
+
+@pytest.mark.anyio
+async def test_over_capacity(db: str) -> None:
+    config = PusherConfig(key=PUSHER.key, secret=PUSHER.secret, max_connections=1)
+    with running(build_pusher_app(db, config)) as base:
+        async with pusher_client(base), connect(app_url(base), open_timeout=5,
+                                                close_timeout=2) as conn:
+            frame = orjson.loads(await conn.recv())
+            assert frame["event"] == "pusher:error"
+            assert frame["data"]["code"] == 4100
+        # The slot is given back when the first connection goes.
+        async with pusher_client(base) as client:
+            assert client.socket_id
