@@ -300,7 +300,7 @@ class WsConnection:
                             joined = True
                             await self.rt.bridge.presence.join(
                                 name, self.principal.user_id, self.socket_id)
-                            presence = list(await self.rt.bridge.presence.list(name))
+                            presence = list(await self.rt.presence_lists.get(name))
                     frame = subscribed_frame(name, sub.start_seq, presence, self.socket_id)
                     # This frame lives as long as the subscription: keep none of it alive.
                     del presence
