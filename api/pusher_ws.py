@@ -57,7 +57,7 @@ from api.pusher_protocol import (
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
-from bridge import BridgeError, CutOff, Event, Subscription
+from bridge import Bridge, BridgeError, Control, CutOff, Event, Subscription
 
 log = logging.getLogger("courtside.pusher")
 
@@ -78,11 +78,46 @@ def _describe(code: ErrorCode) -> str:
 
 
 class PusherRegistry:
-    """The Pusher connections of one process (for the over-capacity limit)."""
+    """The Pusher connections of one process: their number (the over-capacity limit), and
+    who holds a participants-only channel of which session.
+
+    The hub re-checks a removed participant with the realtime rule, "public or participant";
+    private and presence channels are for participants only, so a removal from a *public*
+    session is re-checked here as well (the hub alone would let it pass).
+    """
 
     def __init__(self, config: PusherConfig) -> None:
         self.config = config
         self.count = 0
+        self._members: dict[tuple[str, uuid.UUID], set[PusherConnection]] = {}
+        self._bridge: Bridge | None = None
+
+    def listen(self, bridge: Bridge) -> None:
+        """Hear this bridge's control notifications (once; the bridge lives as the app does)."""
+        if self._bridge is not bridge:
+            self._bridge = bridge
+            bridge.on_control(self.on_control)
+
+    def add(self, topic: str, user_id: uuid.UUID, conn: PusherConnection) -> None:
+        self._members.setdefault((topic, user_id), set()).add(conn)
+
+    def discard(self, topic: str, user_id: uuid.UUID, conn: PusherConnection) -> None:
+        conns = self._members.get((topic, user_id))
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._members[(topic, user_id)]
+
+    def on_control(self, control: Control) -> None:
+        if control.type != "participant.removed":
+            return
+        try:
+            key = (f"session:{uuid.UUID(str(control.data['sessionId']))}",
+                   uuid.UUID(str(control.data["userId"])))
+        except (KeyError, TypeError, ValueError):
+            return
+        for conn in list(self._members.get(key, ())):
+            conn.recheck_participant(key[0])
 
 
 class _Refuse(Exception):
@@ -123,10 +158,11 @@ class _PublicWatch:
 
 
 class PusherConnection:
-    def __init__(self, rt: Realtime, config: PusherConfig, websocket: WebSocket,
+    def __init__(self, rt: Realtime, registry: PusherRegistry, websocket: WebSocket,
                  principal: Principal | None) -> None:
         self.rt = rt
-        self.config = config
+        self.registry = registry
+        self.config = config = registry.config
         self.ws = websocket
         self.socket_id = new_socket_id()
         # The handshake's principal holds a hub slot taken by the endpoint; a bound one, its own.
@@ -355,19 +391,42 @@ class PusherConnection:
             except ApiError as exc:
                 raise _Refuse(PusherCode.UNAUTHORIZED, str(exc.code)) from None
 
-    def _watch(self, topic: str) -> None:
+    def _watch(self, topic: str, user_id: uuid.UUID) -> None:
         count = self._watching.get(topic, 0)
         self._watching[topic] = count + 1
         if count == 0:
             self.rt.hub.watch_topic(self, topic)
+            self.registry.add(topic, user_id, self)
 
-    def _unwatch(self, topic: str) -> None:
+    def _unwatch(self, topic: str, user_id: uuid.UUID) -> None:
         count = self._watching.get(topic, 0) - 1
         if count > 0:
             self._watching[topic] = count
         else:
             self._watching.pop(topic, None)
             self.rt.hub.unwatch_topic(self, topic)
+            self.registry.discard(topic, user_id, self)
+
+    def recheck_participant(self, topic: str) -> None:
+        """PusherRegistry: this user was removed from the session (maybe a public one)."""
+        if self._tg is not None:
+            self._tg.start_soon(self._recheck_participant, topic)
+
+    async def _recheck_participant(self, topic: str) -> None:
+        channels = [c for c in self.core.channels(topic) if c.kind in ("private", "presence")]
+        if not channels:
+            return
+        try:
+            async with self.rt.pool.connection() as conn:
+                await can_read_session(conn, channels[0].topic.id, self._principal.user_id)
+            return
+        except ApiError:
+            pass
+        except psycopg.Error as exc:
+            # Something was taken away and we cannot tell: fail closed, as the hub does.
+            log.warning("re-check of %s failed (%s); ending its channels", topic, exc)
+        for channel in channels:
+            self.revoke_channel(channel, ErrorCode.PARTICIPANT_REMOVED)
 
     async def _channel(self, channel: Channel, binding: Binding | None, *,
                        task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -385,7 +444,7 @@ class PusherConnection:
                     if channel.needs_auth:
                         principal = await self._bind(binding)
                         user_id = principal.user_id
-                        self._watch(topic)  # before the check: see api/realtime_hub.py
+                        self._watch(topic, user_id)  # before the check: api/realtime_hub.py
                         watched = True
                         await self._check(channel, principal)
                     else:
@@ -435,7 +494,7 @@ class PusherConnection:
             if watcher is not None:
                 hub.unwatch_topic(watcher, topic)
             if watched:
-                self._unwatch(topic)
+                self._unwatch(topic, user_id)
             if joined:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
                         contextlib.suppress(BridgeError):
@@ -573,8 +632,9 @@ async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> Non
             await _refuse(websocket, _CLOSE_FOR.get(refused, PusherCode.UNAUTHORIZED),
                           _describe(refused))
             return
+    registry.listen(rt.bridge)
     registry.count += 1
-    conn = PusherConnection(rt, config, websocket, principal)
+    conn = PusherConnection(rt, registry, websocket, principal)
     try:
         await websocket.accept()
         await conn.run()

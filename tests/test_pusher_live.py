@@ -263,16 +263,19 @@ async def test_revocation(db: str, server: str) -> None:
         # And it cannot sign in again with it.
         r = await broadcasting_auth(server, bound_token, a.socket_id, private)
         assert r.status_code == 403
-        # A removed participant loses the session's private channel.
+        # A removed participant loses the session's private channel, though the session is
+        # public (private channels are for participants only) — and keeps its public one.
         await b.event(private, "comment.created")
+        assert (await b.subscribe(public))["event"] == "pusher_internal:subscription_succeeded"
         sql(db, "DELETE FROM sport_session_participants WHERE sport_session_id = %s"
             " AND user_id = %s", (world.session_id, removed))
-        # (the session is public, so the hub's rule — public or participant — still lets a
-        # removed user read it: make it private to see the participant rule end the channel)
-        sql(db, "UPDATE sport_sessions SET visibility = 'private' WHERE id = %s",
-            (world.session_id,))
         error = await b.expect(lambda f: f["event"] == "pusher:error", wait=5)
         assert error["channel"] == private
+        assert "PARTICIPANT_REMOVED" in error["data"]["message"]
+        sql_comment(db, world.session_id, world.owner, "public still")
+        assert data(await b.event(public, "comment.created"))["comment"]["content"] == \
+            "public still"
+        assert not [f for f in await b.quiet(0.3) if f.get("channel") == private]
         # A token given at the handshake closes the connection when deleted.
         await c.event(private, "comment.created")
         sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
