@@ -155,7 +155,6 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF coalesce(current_setting('courtside.pending', true), '') = '' THEN
-            -- An assignment, not PERFORM: plpgsql evaluates it without the executor.
             v := set_config('courtside.pending', '+' || NEW.id, true);
         ELSE
             PERFORM realtime.stage_comment_v1(NEW.id, true);
@@ -248,7 +247,9 @@ BEGIN
     IF v_pending = '' THEN
         RETURN NULL;  -- flushed by an earlier firing in this transaction
     END IF;
-    v_pending := v_pending || set_config('courtside.pending', '', true);
+    -- Later firings in this transaction find it empty. (Assignments, not PERFORM: plpgsql
+    -- evaluates them without starting the executor.)
+    v_origin := set_config('courtside.pending', '', true);
     v_origin := nullif(current_setting('courtside.origin', true), '');
 
     -- One comment, inserted by this transaction: no other transaction can see it, let alone
