@@ -112,6 +112,9 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             # Read only to answer the handshake; the app has its own copy in the scope.
+            # The request object itself stays referenced by websockets' suspended parser
+            # (a local of ServerProtocol.parse): empty its headers rather than just drop it.
+            self.request.headers.clear()
             del self.request, self.response
 
     def connection_made(self, transport: BaseTransport) -> None:
