@@ -188,3 +188,21 @@ async def test_receive_queue_hands_messages_over_in_order() -> None:
     assert [m["type"] for m in got] == ["websocket.connect", "websocket.receive",
                                         "websocket.disconnect"]
     assert queue.empty()
+
+
+@pytest.mark.anyio
+async def test_with_permessage_deflate_frames_go_through_asgi(db: str) -> None:
+    """A compressed connection cannot share frames: no writer, every send through uvicorn."""
+    world = factories.world(db, participants=2)
+    author, reader = world.participants
+    RecordingProtocol.written.clear()
+    with running(build_app(db), ws=RecordingProtocol, ws_per_message_deflate=True) as base:
+        async with ws_client(base, factories.token(db, reader)) as ws:
+            extensions = ws.conn.response.headers.get("Sec-WebSocket-Extensions", "") \
+                if ws.conn.response is not None else ""
+            assert "permessage-deflate" in extensions
+            await ws.subscribe(world.topic)
+            comment_id = sql_comment(db, world.session_id, author, "squeezed " * 50)
+            [event] = await ws.events(world.topic, 1)
+            assert event["data"]["comment"]["id"] == comment_id
+    assert RecordingProtocol.written == []
