@@ -255,12 +255,12 @@ class PusherConnection:
                 if self._close is not None:  # revoked between authentication and attach
                     tg.cancel_scope.cancel()
                 self._arm_expiry()
-                await self.send(connection_established(self.socket_id,
-                                                       self.config.activity_timeout))
-                await self._read(tg)
+                # Caught here, not around the task group: it would wrap it in a group.
+                with contextlib.suppress(_Gone):
+                    await self.send(connection_established(self.socket_id,
+                                                           self.config.activity_timeout))
+                    await self._read(tg)
                 tg.cancel_scope.cancel()
-        except _Gone:
-            pass
         finally:
             self._tg = None
             hub.detach(self)
