@@ -133,6 +133,14 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None and not self.conn.extensions:
             scope["extensions"][FRAMES_EXTENSION] = {"writer": self}
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The scope refers to this protocol through the writer: break that cycle, so a closed
+        # connection is freed by reference counting, not left to a (rare) full collection.
+        scope = self.__dict__.get("scope")
+        if scope is not None:
+            scope["extensions"].pop(FRAMES_EXTENSION, None)
+
     def write_frame(self, frame: bytes) -> bool:
         # After a close frame went out (ours, a keepalive failure, the peer's echoed) nothing
         # else may; the sansio state machine is bypassed here, so check uvicorn's own flags.
