@@ -34,6 +34,7 @@ from api import realtime_auth
 from api.access import can_read_session
 from api.errors import ApiError
 from api.pusher_protocol import (
+    TYPING_EVENT,
     Action,
     Binding,
     Channel,
@@ -518,6 +519,9 @@ class PusherConnection:
         def encode(event: Event) -> bytes:
             return event_frame(channel.name, event.type, event.data)
 
+        def encode_whisper(event: Event) -> bytes:
+            return event_frame(channel.name, TYPING_EVENT, event.data)
+
         async for item in sub:
             if isinstance(item, Event):
                 if item.origin is not None and item.origin == self.socket_id:
@@ -528,6 +532,10 @@ class PusherConnection:
                 if channel.kind == "presence" and item.type in ("user.online", "user.offline"):
                     await self._member_change(channel, item, me)
                 await self.send(item.encoded(key, encode))
+                if channel.kind == "presence" and item.type == "user.typing":
+                    # Echo's `listenForWhisper('typing')` binds `client-typing`: typing from
+                    # any client (a whisper, /ws, REST) reaches it as one, like a whisper would.
+                    await self.send(item.encoded("pusher:whisper", encode_whisper))
             elif isinstance(item, CutOff):
                 if item.reason == "shutdown":
                     self._finish(PusherCode.RECONNECT, _describe(ErrorCode.SERVICE_RESTART))

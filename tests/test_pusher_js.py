@@ -143,6 +143,12 @@ async def test_laravel_echo_private_presence_and_user_channels(
             await peer.send("client-typing", {"isTyping": True}, presence)
             line = await echo.expect(kind("event", presence))
             assert (line["data"]["userId"], line["data"]["isTyping"]) == (str(other), True)
+            # ... and to Echo's listenForWhisper('typing'), as a whisper would.
+            whisper = await echo.expect(kind("whisper"))
+            assert (whisper["data"]["userId"], whisper["data"]["isTyping"]) == (str(other), True)
+            echoed = [ln for ln in echo.lines
+                      if ln["kind"] == "whisper" and ln["data"]["userId"] == str(member)]
+            assert not echoed, "a whisper came back to its sender"
         leaving = await echo.expect(kind("leaving"))
         assert leaving["user"]["id"] == str(other)
 

@@ -200,6 +200,7 @@ async def test_presence_members_and_typing(db: str, server: str) -> None:
             await b.send("client-typing", {"isTyping": True}, channel)
             typing = data(await a.event(channel, "user.typing"))
             assert (typing["userId"], typing["isTyping"]) == (str(bob), True)
+            assert data(await a.event(channel, "client-typing")) == typing  # Echo's whisper
             # Other client events are refused.
             await b.send("client-shout", {"x": 1}, channel)
             error = await b.expect(lambda f: f["event"] == "pusher:error")

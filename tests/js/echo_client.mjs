@@ -46,7 +46,8 @@ const presence = track(echo.join(session), `presence-${session}`)
   .here((users) => out({ kind: "here", users }))
   .joining((user) => out({ kind: "joining", user }))
   .leaving((user) => out({ kind: "leaving", user }))
-  .listen(".user.typing", event(`presence-${session}`, "user.typing"));
+  .listen(".user.typing", event(`presence-${session}`, "user.typing"))
+  .listenForWhisper("typing", (data) => out({ kind: "whisper", data }));
 
 track(echo.private(`user.${cfg.userId}`), `private-user.${cfg.userId}`)
   .listen(".mention.created", event(`private-user.${cfg.userId}`, "mention.created"));
