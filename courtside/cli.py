@@ -115,12 +115,14 @@ def _cmd_demo(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.config import ApiConfig
+    from api.pusher import PusherConfig
     from api.realtime_limits import RealtimeLimits
     from courtside import serve
 
     try:  # refuse bad limits here, in one line, rather than in every worker's traceback
         RealtimeLimits.from_env()
         ApiConfig.from_env(settings.database_url or "embedded")
+        PusherConfig.from_env()
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 

@@ -13,8 +13,11 @@ Knobs (environment): DATABASE_URL, LISTEN_DATABASE_URL, COURTSIDE_DATA_DIR,
 COURTSIDE_RETENTION_DAYS, COURTSIDE_TOKEN_EXPIRATION_MINUTES (Sanctum's `expiration`),
 COURTSIDE_WS_PING_INTERVAL / COURTSIDE_WS_PING_TIMEOUT (keepalive, seconds, default 20/20),
 COURTSIDE_WS_DEFLATE=1 (permessage-deflate), COURTSIDE_SHUTDOWN_TIMEOUT (default 10),
-COURTSIDE_LOG_LEVEL, and COURTSIDE_RT_<FIELD> for each field of
-api.realtime_limits.RealtimeLimits (e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10).
+COURTSIDE_LOG_LEVEL, COURTSIDE_RT_<FIELD> for each field of
+api.realtime_limits.RealtimeLimits (e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10),
+COURTSIDE_API_<FIELD> for the numbers of api.config.ApiConfig (e.g.
+COURTSIDE_API_COMMENTS_PER_MINUTE=10), and COURTSIDE_PUSHER_APP_KEY / _SECRET / _ID (the
+Pusher protocol transport, off unless key and secret are set).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from api.app import ApiConfig, create_app
+from api.pusher import pusher_routes
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
 from bridge import BridgeConfig
 from courtside import embedded
@@ -94,12 +98,12 @@ def build_app() -> Starlette:
     if not dsn:
         raise RuntimeError("DATABASE_URL is not set (courtside serve sets it for its workers)")
     expiration = _env_int("COURTSIDE_TOKEN_EXPIRATION_MINUTES")
-    api_config = ApiConfig(database_url=dsn, token_expiration_minutes=expiration)
+    api_config = ApiConfig.from_env(dsn, token_expiration_minutes=expiration)
     rt_config = RealtimeConfig.from_env(token_expiration_minutes=expiration)
     bridge_config = BridgeConfig(retention=settings.retention_days * 86400.0)
     return create_app(
         api_config,
-        extra_routes=realtime_routes(),
+        extra_routes=realtime_routes() + pusher_routes(),
         extra_lifespan=tuned_gc(realtime_lifespan(dsn, settings.listen_database_url,
                                                   config=rt_config, bridge_config=bridge_config)),
     )

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import anyio
 import httpx
+import orjson
 import psycopg
 import pytest
+import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests import factories
@@ -136,3 +138,30 @@ async def test_embedded_postgres_when_no_database_url(tmp_path: Path) -> None:
             r = await http.post("/api/realtime/tickets")
             assert r.status_code == 401
     assert "DATABASE_URL" not in server.output()
+
+
+@pytest.mark.anyio
+async def test_serve_reads_api_and_pusher_settings_from_the_environment(
+        db: str, tmp_path: Path) -> None:
+    world = factories.world(db, participants=2)
+    token = factories.token(db, world.owner)
+    env = {"COURTSIDE_API_COMMENTS_PER_MINUTE": "2",
+           "COURTSIDE_PUSHER_APP_KEY": "app-key", "COURTSIDE_PUSHER_APP_SECRET": "s3cret"}
+    with serve_process(db, tmp_path, env=env) as server:
+        async with httpx.AsyncClient(base_url=server.base, timeout=10,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            url = f"/api/sessions/{world.session_id}/comments"
+            codes = [(await http.post(url, json={"content": f"n°{i}"})).status_code
+                     for i in range(3)]
+        assert codes == [201, 201, 429]
+        ws_base = server.base.replace("http://", "ws://")
+        async with websockets.connect(f"{ws_base}/app/app-key?protocol=7") as pusher:
+            hello = orjson.loads(await pusher.recv())
+        assert hello["event"] == "pusher:connection_established"
+        assert "socket_id" in orjson.loads(hello["data"])
+    # Without key and secret the transport is off: /app/... is not routed.
+    with serve_process(db, tmp_path) as server:
+        ws_base = server.base.replace("http://", "ws://")
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(f"{ws_base}/app/app-key?protocol=7"):
+                pass
