@@ -26,8 +26,10 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -116,6 +118,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
         migrate(server.dsn)
         # The workers read their settings from the environment they inherit.
         os.environ["DATABASE_URL"] = server.dsn
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; by default that kills
+    # the process before `finally` runs and the embedded PostgreSQL would outlive us.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         limits = RealtimeConfig.from_env().limits
         uvicorn.run(
@@ -140,6 +145,11 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
             access_log=False,
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.close()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

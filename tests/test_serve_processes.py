@@ -14,6 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from courtside import embedded
 from tests import factories
 from tests.test_realtime_support import (
     rest,
@@ -137,7 +138,13 @@ async def test_embedded_postgres_when_no_database_url(tmp_path: Path) -> None:
             # Migrated: the realtime tables (ours included) are there.
             r = await http.post("/api/realtime/tickets")
             assert r.status_code == 401
+        cluster = embedded.cluster_for(tmp_path / "data")
+        assert cluster.running_port() is not None
     assert "DATABASE_URL" not in server.output()
+    # SIGTERM ends serve cleanly, and the PostgreSQL it started goes with it.
+    assert server.proc.returncode == 0, server.output()
+    assert cluster.running_port() is None, server.output()
+    assert "stopping embedded PostgreSQL" in server.output()
 
 
 @pytest.mark.anyio
