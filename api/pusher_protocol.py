@@ -42,6 +42,7 @@ import orjson
 
 from api.realtime_limits import RealtimeLimits, TokenBucket
 from api.realtime_protocol import Topic
+from api.typing_state import PublishTyping, TypingOutcome, TypingState
 
 PROTOCOL_VERSION = 7
 MIN_PROTOCOL_VERSION = 5
@@ -437,28 +438,14 @@ class Stop:
     channel: Channel
 
 
-@dataclass(frozen=True)
-class PublishTyping:
-    topic: Topic
-    is_typing: bool
-
-
 Action = Reply | Close | Start | Stop | PublishTyping
-
-
-@dataclass
-class _Typing:
-    bucket: TokenBucket
-    active: bool = False
-    published_at: float = float("-inf")
-    deadline: float | None = None
 
 
 @dataclass
 class _Sub:
     channel: Channel
     active: bool = False
-    typing: _Typing | None = None
+    typing: TypingState | None = None
 
 
 @dataclass
@@ -564,22 +551,14 @@ class PusherCore:
             flag = msg.data.get("isTyping", msg.data.get("typing", True))
             is_typing = flag if isinstance(flag, bool) else True
         if sub.typing is None:
-            sub.typing = _Typing(TokenBucket(self.limits.typing_per_second,
-                                             self.limits.typing_burst, now))
-        state = sub.typing
-        if is_typing:
-            if state.active and now - state.published_at < self.limits.typing_refresh:
-                state.deadline = now + self.limits.typing_ttl  # nothing new to say
-                return []
-        elif not state.active:
-            return []
-        if not state.bucket.allow(now):
+            sub.typing = TypingState.new(self.limits, now)
+        outcome = sub.typing.request(is_typing, now, self.limits)
+        if outcome is TypingOutcome.RATE_LIMITED:
             return [Reply(error_frame(PusherCode.CLIENT_EVENT_RATE_LIMIT,
                                       "Client event rejected due to rate limit",
                                       sub.channel.name))]
-        state.active = is_typing
-        state.published_at = now
-        state.deadline = now + self.limits.typing_ttl if is_typing else None
+        if outcome is TypingOutcome.QUIET:
+            return []
         return [PublishTyping(sub.channel.topic, is_typing)]
 
     # -- outcomes reported by the I/O layer --------------------------------------------------
@@ -617,9 +596,6 @@ class PusherCore:
     def typing_due(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for sub in self._subs.values():
-            state = sub.typing
-            if state is not None and state.deadline is not None and state.deadline <= now:
-                state.active = False
-                state.deadline = None
+            if sub.typing is not None and sub.typing.expire(now):
                 actions.append(PublishTyping(sub.channel.topic, False))
         return actions

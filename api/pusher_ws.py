@@ -39,7 +39,6 @@ from api.pusher_protocol import (
     Binding,
     Channel,
     Close,
-    PublishTyping,
     PusherCode,
     PusherConfig,
     PusherCore,
@@ -58,6 +57,7 @@ from api.pusher_protocol import (
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
+from api.typing_state import PublishTyping
 from bridge import Bridge, BridgeError, Control, CutOff, Event, Subscription
 
 log = logging.getLogger("courtside.pusher")

@@ -50,10 +50,10 @@ from api.realtime_protocol import (
     subscribed_frame,
 )
 from api.realtime_state import Realtime, realtime_of
+from api.typing_state import PublishTyping
 from api.ws_core import (
     Action,
     Close,
-    PublishTyping,
     Reply,
     StartSubscription,
     StopSubscription,

@@ -28,6 +28,7 @@ from api.realtime_protocol import (
     parse_client_frame,
     unsubscribed_frame,
 )
+from api.typing_state import PublishTyping, TypingOutcome, TypingState
 
 
 @dataclass(frozen=True)
@@ -52,28 +53,14 @@ class StopSubscription:
     topic: Topic
 
 
-@dataclass(frozen=True)
-class PublishTyping:
-    topic: Topic
-    is_typing: bool
-
-
 Action = Reply | Close | StartSubscription | StopSubscription | PublishTyping
-
-
-@dataclass
-class _Typing:
-    bucket: TokenBucket
-    active: bool = False
-    published_at: float = float("-inf")
-    deadline: float | None = None
 
 
 @dataclass
 class _Subscription:
     topic: Topic
     active: bool = False  # False while the I/O layer is still authorizing and joining
-    typing: _Typing | None = None
+    typing: TypingState | None = None
 
 
 @dataclass
@@ -148,20 +135,12 @@ class WsCore:
         if sub is None or not sub.active:
             return self._error(ErrorCode.NOT_SUBSCRIBED, frame.topic)
         if sub.typing is None:
-            sub.typing = _Typing(TokenBucket(self.limits.typing_per_second,
-                                             self.limits.typing_burst, now))
-        state = sub.typing
-        if frame.is_typing:
-            if state.active and now - state.published_at < self.limits.typing_refresh:
-                state.deadline = now + self.limits.typing_ttl  # coalesced: nothing new to say
-                return []
-        elif not state.active:
-            return []
-        if not state.bucket.allow(now):
+            sub.typing = TypingState.new(self.limits, now)
+        outcome = sub.typing.request(frame.is_typing, now, self.limits)
+        if outcome is TypingOutcome.RATE_LIMITED:
             return self._error(ErrorCode.TYPING_RATE_LIMITED, frame.topic)
-        state.active = frame.is_typing
-        state.published_at = now
-        state.deadline = now + self.limits.typing_ttl if frame.is_typing else None
+        if outcome is TypingOutcome.QUIET:
+            return []
         return [PublishTyping(frame.topic, frame.is_typing)]
 
     # -- outcomes reported by the I/O layer --------------------------------------------------
@@ -196,10 +175,7 @@ class WsCore:
     def typing_due(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for sub in self._subs.values():
-            state = sub.typing
-            if state is not None and state.deadline is not None and state.deadline <= now:
-                state.active = False
-                state.deadline = None
+            if sub.typing is not None and sub.typing.expire(now):
                 actions.append(PublishTyping(sub.topic, False))
         return actions
 

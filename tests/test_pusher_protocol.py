@@ -18,7 +18,6 @@ from api.pusher_protocol import (
     Close,
     MessageError,
     Ping,
-    PublishTyping,
     PusherCode,
     PusherConfig,
     PusherCore,
@@ -45,6 +44,7 @@ from api.pusher_protocol import (
     verify_auth,
 )
 from api.realtime_limits import RealtimeLimits
+from api.typing_state import PublishTyping
 
 CONFIG = PusherConfig(key="app-key", secret="app-secret", app_id="1")
 SID = uuid.UUID("5f6c2d4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f")

@@ -26,9 +26,9 @@ from api.realtime_protocol import (
     pick_language,
     subscribed_frame,
 )
+from api.typing_state import PublishTyping
 from api.ws_core import (
     Close,
-    PublishTyping,
     Reply,
     StartSubscription,
     StopSubscription,
