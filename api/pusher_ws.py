@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +59,7 @@ from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
+from api.ws_protocol import FrameWriter, frame_writer, text_frame
 from bridge import Bridge, BridgeError, Control, CutOff, Event, Subscription
 
 log = logging.getLogger("courtside.pusher")
@@ -174,7 +176,8 @@ class PusherConnection:
                                authenticated=principal is not None)
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._typing_timer: asyncio.TimerHandle | None = None
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock()  # the ASGI path only
+        self._writer: FrameWriter | None = frame_writer(websocket.scope)
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
         self._stays = 0  # presence rows this connection has made
@@ -283,7 +286,43 @@ class PusherConnection:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason[:120])
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, payload: bytes) -> None:
+        """Send one text frame carrying ``payload``; `_Gone` if the socket is unusable."""
+        if self._writer is not None:
+            await self._send_frame(text_frame(payload))
+        else:
+            await self._send_asgi(payload)
+
+    async def _send_event(self, event: Event, key: str,
+                          encode: Callable[[Event], bytes]) -> None:
+        """An event's frame is built once for every subscriber with the same `key`."""
+        if self._writer is not None:
+            await self._send_frame(event.encoded(f"{key}:frame",
+                                                 lambda e: text_frame(encode(e))))
+        else:
+            await self._send_asgi(event.encoded(key, encode))
+
+    async def _send_frame(self, frame: bytes) -> None:
+        # As api/ws.py: written straight to the transport, no lock (writes are synchronous);
+        # a peer whose buffers stay full past send_timeout is dropped.
+        writer = self._writer
+        assert writer is not None
+        if self._dead:
+            raise _Gone
+        if writer.write_paused:
+            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
+                await writer.drained()
+            if scope.cancelled_caught:
+                self._dead = True
+                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
+                raise _Gone
+            if self._dead:
+                raise _Gone
+        if not writer.write_frame(frame):
+            self._dead = True
+            raise _Gone
+
+    async def _send_asgi(self, frame: bytes) -> None:
         if self._dead:
             raise _Gone
         async with self._send_lock:
@@ -531,11 +570,11 @@ class PusherConnection:
                     continue
                 if channel.kind == "presence" and item.type in ("user.online", "user.offline"):
                     await self._member_change(channel, item, me)
-                await self.send(item.encoded(key, encode))
+                await self._send_event(item, key, encode)
                 if channel.kind == "presence" and item.type == "user.typing":
                     # Echo's `listenForWhisper('typing')` binds `client-typing`: typing from
                     # any client (a whisper, /ws, REST) reaches it as one, like a whisper would.
-                    await self.send(item.encoded("pusher:whisper", encode_whisper))
+                    await self._send_event(item, "pusher:whisper", encode_whisper)
             elif isinstance(item, CutOff):
                 if item.reason == "shutdown":
                     self._finish(PusherCode.RECONNECT, _describe(ErrorCode.SERVICE_RESTART))
