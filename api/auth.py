@@ -62,13 +62,14 @@ async def authenticate_conn(conn: psycopg.AsyncConnection[Any], token: str, *,
         raise errors.unauthenticated("error.token_invalid")
     params: dict[str, Any] = {"expiration_minutes": expiration_minutes,
                               "touch_every": TOUCH_EVERY_SECONDS}
+    token_id = parsed.token_id
     async with conn.cursor(row_factory=dict_row) as cur:
-        if parsed.token_id is None:
-            params["hash"] = tokens.hash_plaintext(parsed.plaintext)
-            await cur.execute(_SQL.token_by_hash, params)
-        else:
-            params["token_id"] = parsed.token_id
-            await cur.execute(_SQL.token_by_id, params)
+        if token_id is None:
+            await cur.execute(_SQL.token_id_by_hash,
+                              {"hash": tokens.hash_plaintext(parsed.plaintext)})
+            found = await cur.fetchone()
+            token_id = int(found["token_id"]) if found is not None else 0  # 0: no such id
+        await cur.execute(_SQL.token_by_id, {**params, "token_id": token_id})
         row = await cur.fetchone()
     # Compare even when no row matched, so both paths hash the same plaintext.
     stored = row["hash"] if row is not None else "0" * 64
@@ -76,7 +77,6 @@ async def authenticate_conn(conn: psycopg.AsyncConnection[Any], token: str, *,
         raise errors.unauthenticated("error.token_invalid")
     if row["expired"]:
         raise errors.unauthenticated("error.token_expired")
-    token_id = int(row["token_id"]) if parsed.token_id is None else parsed.token_id
     if row["stale"]:
         await conn.execute(_SQL.touch_token,
                            {"token_id": token_id, "touch_every": TOUCH_EVERY_SECONDS})

@@ -18,21 +18,9 @@ CROSS JOIN LATERAL (SELECT least(t.expires_at, t.created_at + make_interval(
     mins => %(expiration_minutes)s::integer)) AS deadline) d
 WHERE t.id = %(token_id)s
 
--- name: token_by_hash
--- A bare plaintext (no "id|"): Sanctum looks it up by its hash.
-SELECT t.id AS token_id,
-       t.token AS hash,
-       t.tokenable_id AS user_id,
-       d.deadline AT TIME ZONE 'UTC' AS expires_at,
-       coalesce(d.deadline <= (now() AT TIME ZONE 'UTC'), false) AS expired,
-       (t.last_used_at IS NULL OR t.last_used_at < (now() AT TIME ZONE 'UTC')
-                                                   - make_interval(secs => %(touch_every)s))
-           AS stale
-FROM public.personal_access_tokens t
-JOIN public.users u ON u.id = t.tokenable_id
-CROSS JOIN LATERAL (SELECT least(t.expires_at, t.created_at + make_interval(
-    mins => %(expiration_minutes)s::integer)) AS deadline) d
-WHERE t.token = %(hash)s
+-- name: token_id_by_hash
+-- A bare plaintext (no "id|"): Sanctum looks it up by its hash; token_by_id does the rest.
+SELECT t.id AS token_id FROM public.personal_access_tokens t WHERE t.token = %(hash)s
 
 -- name: touch_token
 -- At most one write per token per `touch_every` seconds, whatever the request rate.
