@@ -4,20 +4,20 @@ and a thin Pusher protocol v7 client over a real `websockets` connection."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import orjson
 from starlette.applications import Starlette
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from api.app import ApiConfig, create_app
 from api.pusher import pusher_routes
 from api.pusher_protocol import PusherConfig
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
-from tests.test_realtime_support import FAST_BRIDGE
+from tests.test_realtime_support import FAST_BRIDGE, JsonFrames
 
 PUSHER = PusherConfig(key="courtside-test-key", secret="courtside-test-secret", app_id="4242")
 
@@ -36,35 +36,12 @@ def app_url(base: str, key: str = PUSHER.key, query: str = "protocol=7&client=js
     return f"{base.replace('http://', 'ws://')}/app/{key}?{query}"
 
 
-class PusherClient:
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
-        self.socket_id = ""
-        self.pending: list[dict[str, Any]] = []
-
+class PusherClient(JsonFrames):
     async def send(self, event: str, data: Any, channel: str | None = None) -> None:
         message: dict[str, Any] = {"event": event, "data": data}
         if channel is not None:
             message["channel"] = channel
         await self.conn.send(orjson.dumps(message).decode())
-
-    async def recv(self, wait: float = 5.0) -> dict[str, Any]:
-        with anyio.fail_after(wait):
-            raw = await self.conn.recv()
-        frame: dict[str, Any] = orjson.loads(raw)
-        return frame
-
-    async def expect(self, pred: Callable[[dict[str, Any]], bool],
-                     wait: float = 5.0) -> dict[str, Any]:
-        for i, frame in enumerate(self.pending):
-            if pred(frame):
-                return self.pending.pop(i)
-        with anyio.fail_after(wait):
-            while True:
-                frame = await self.recv(wait)
-                if pred(frame):
-                    return frame
-                self.pending.append(frame)
 
     async def event(self, channel: str, name: str, wait: float = 5.0) -> dict[str, Any]:
         return await self.expect(lambda f: f.get("channel") == channel and f["event"] == name,

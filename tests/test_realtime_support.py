@@ -180,31 +180,20 @@ def ws_url(base: str, **params: str) -> str:
     return url
 
 
-class Ws:
-    """A native-protocol client over a real `websockets` connection."""
+class JsonFrames:
+    """JSON text frames over a real `websockets` connection, received in order; `expect`
+    keeps the frames it skips for later. Base of the native and Pusher test clients."""
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
         self.socket_id = ""
         self.pending: list[dict[str, Any]] = []  # received, not yet asked for
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.conn.send(orjson.dumps(frame).decode())
-
     async def recv(self, wait: float = 5.0) -> dict[str, Any]:
         with anyio.fail_after(wait):
             raw = await self.conn.recv()
         frame: dict[str, Any] = orjson.loads(raw)
         return frame
-
-    async def drain(self) -> None:
-        """Read (into `pending`) until the connection closes: raises ConnectionClosed."""
-        while True:
-            self.pending.append(orjson.loads(await self.conn.recv()))
-
-    async def recv_raw(self, wait: float = 5.0) -> str | bytes:
-        with anyio.fail_after(wait):
-            return await self.conn.recv()
 
     async def expect(self, pred: Callable[[dict[str, Any]], bool],
                      wait: float = 5.0) -> dict[str, Any]:
@@ -218,6 +207,22 @@ class Ws:
                 if pred(frame):
                     return frame
                 self.pending.append(frame)
+
+
+class Ws(JsonFrames):
+    """A native-protocol client."""
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.conn.send(orjson.dumps(frame).decode())
+
+    async def drain(self) -> None:
+        """Read (into `pending`) until the connection closes: raises ConnectionClosed."""
+        while True:
+            self.pending.append(orjson.loads(await self.conn.recv()))
+
+    async def recv_raw(self, wait: float = 5.0) -> str | bytes:
+        with anyio.fail_after(wait):
+            return await self.conn.recv()
 
     async def subscribe(self, topic: str, since: int | None = None) -> dict[str, Any]:
         await self.send({"type": "subscribe", "topic": topic, "since": since})
