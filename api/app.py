@@ -36,6 +36,7 @@ from api.errors import ApiError, ErrorCode
 from api.i18n import Lang, negotiate, render
 from api.jsonio import configure_connection
 from bridge import sqlfile
+from bridge.poolcheck import RecentCheck
 
 __all__ = ["ApiConfig", "create_app"]
 
@@ -137,7 +138,7 @@ def _lifespan(config: ApiConfig, extra: ExtraLifespan | None
             # No server-side prepared statements: DATABASE_URL may be a transaction pooler.
             kwargs={"autocommit": True, "prepare_threshold": None},
             configure=configure_connection,
-            check=AsyncConnectionPool.check_connection,
+            check=RecentCheck(),
             name="courtside-api",
             open=False,
         )

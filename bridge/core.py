@@ -20,6 +20,7 @@ from bridge.events import RESYNC, Control
 from bridge.hub import Hub
 from bridge.listener import Listener
 from bridge.notify import Durable, Ephemeral, decode
+from bridge.poolcheck import RecentCheck
 from bridge.presence import Presence
 from bridge.store import Store
 from bridge.subqueue import BoundedQueue
@@ -47,7 +48,7 @@ class Bridge:
             dsn, min_size=cfg.pool_min_size, max_size=cfg.pool_max_size, open=False,
             # No server-side prepares: DATABASE_URL may go through a transaction pooler.
             kwargs={"autocommit": True, "prepare_threshold": None},
-            check=AsyncConnectionPool.check_connection,
+            check=RecentCheck(),
             timeout=cfg.pool_timeout, name="courtside-bridge")
         self._store = Store(self.pool, cfg.query_timeout)
         self.presence = Presence(self.pool, self.node_id, cfg)
