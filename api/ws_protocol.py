@@ -27,6 +27,8 @@ from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from bridge.flag import Flag
+
 FRAMES_EXTENSION = "courtside.prebuilt_frames"
 
 # How much a peer that does not read may hold in this server before its events queue in the
@@ -101,12 +103,16 @@ class _ReceiveQueue:
 
 class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with a `FrameWriter` for the app, and less
-    per-connection memory: a lighter receive queue, and the handshake's request and response
-    (their headers held in two forms) dropped once the handshake is over."""
+    per-connection memory: a lighter receive queue and writable flag, and the handshake's
+    request and response (their headers held in two forms) dropped once the handshake is
+    over."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
+        # uvicorn's asyncio.Event, used the same way (set / clear / is_set / wait), lighter.
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

@@ -7,10 +7,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-import anyio
-
 from bridge.errors import BridgeUnavailable
 from bridge.events import OVERFLOW, UNAVAILABLE, CutOff, Event, Reset
+from bridge.flag import Flag
 from bridge.subqueue import BoundedQueue
 
 log = logging.getLogger("courtside.bridge")
@@ -55,7 +54,7 @@ class Subscription:
         self._verify_since = False
         self._reason: str | None = None
         self._finished = False
-        self._wakeup = anyio.Event()
+        self._wakeup = Flag()  # set by the hub's side, cleared by the consumer before it parks
         self._on_cut: Callable[[Subscription], None] | None = None
         self._sink: Sink | None = None
         self._parked = False  # the consumer awaits in __anext__: backlog done, queue empty
@@ -150,7 +149,7 @@ class Subscription:
                 return CutOff(self._reason, self.last_seq, self.topic)
             item = self._queue.pop()
             if item is None:
-                self._wakeup = anyio.Event()
+                self._wakeup.clear()
                 self._parked = True
                 try:
                     await self._wakeup.wait()
