@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 
 from api import errors, openapi, routes
 from api.config import ApiConfig
+from api.direct_ws import DirectApp
 from api.errors import ApiError, ErrorCode
 from api.i18n import Lang, negotiate, render
 from api.jsonio import configure_connection
@@ -173,7 +174,7 @@ def create_app(config: ApiConfig, extra_routes: Sequence[BaseRoute] = (),
         psycopg.OperationalError: _database_error,
         psycopg.InterfaceError: _database_error,
     }
-    app = Starlette(
+    app = DirectApp(
         routes=[*routes.starlette_routes(), Route("/openapi.json", openapi_json, methods=["GET"]),
                 *extra_routes],
         middleware=[Middleware(CatchAll)],

@@ -23,9 +23,10 @@ import orjson
 import psycopg
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 from starlette.websockets import WebSocket
 
+from api.direct_ws import DirectWebSocketRoute
 from api.jsonio import JSONResponse
 from api.pusher_auth import SQL, broadcasting_auth
 from api.pusher_protocol import (
@@ -64,7 +65,7 @@ def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
         return await publish_events(request, app_config)
 
     return [
-        WebSocketRoute("/app/{key}", websocket),
+        DirectWebSocketRoute("/app/{key}", websocket),
         Route("/broadcasting/auth", auth, methods=["POST"]),
         Route("/apps/{app_id}/events", events, methods=["POST"]),
     ]

@@ -19,8 +19,9 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
+from api.direct_ws import DirectWebSocketRoute
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
 from api.sse import sse_endpoint
@@ -67,7 +68,7 @@ def realtime_lifespan(
 
 def realtime_routes() -> list[BaseRoute]:
     return [
-        WebSocketRoute("/ws", ws_endpoint),
+        DirectWebSocketRoute("/ws", ws_endpoint),
         Route("/api/sessions/{sessionId}/events", sse_endpoint, methods=["GET"]),
         Route("/api/realtime/tickets", create_ticket, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
