@@ -16,9 +16,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.websockets import WebSocket
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
+from api import errors
 from api.app import ApiConfig, create_app
 from api.auth import authenticate
+from api.direct_ws import DirectWebSocketRoute
 from api.errors import ApiError, ErrorCode
 from courtside.pgcluster import Cluster
 from tests import factories
@@ -148,3 +153,50 @@ def test_api_error_is_the_one_exception_type() -> None:
     assert err.response("en").body == (
         b'{"success":false,"error":{"code":"FORBIDDEN",'
         b'"message":"You are not allowed to edit this comment"}}')
+
+
+async def _ws_denied(websocket: WebSocket) -> None:
+    raise errors.unauthenticated()  # before accept: the handshake is refused
+
+
+async def _ws_db_down(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise psycopg.OperationalError("the server went away")
+
+
+async def _ws_bug(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise ZeroDivisionError("a true bug")
+
+
+async def _ws_hello(websocket: WebSocket) -> None:
+    await websocket.accept()
+    assert websocket.app.state.config is not None  # the app, as under the Starlette stack
+    await websocket.send_text(f"hello {websocket.path_params['name']}")
+    await websocket.close()
+
+
+def test_direct_websocket_routes_map_exceptions_as_the_stack_does(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(ApiConfig(database_url=db), extra_routes=[
+        DirectWebSocketRoute("/denied", _ws_denied),
+        DirectWebSocketRoute("/db-down", _ws_db_down),
+        DirectWebSocketRoute("/bug", _ws_bug),
+        DirectWebSocketRoute("/hello/{name}", _ws_hello),
+    ])
+    with serve(app) as base:
+        url = base.replace("http://", "ws://")
+        with ws_connect(f"{url}/hello/court") as ws:
+            assert ws.recv(timeout=10) == "hello court"
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"{url}/denied")
+        assert refused.value.response.status_code == 403
+        with ws_connect(f"{url}/db-down") as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1013
+        # A true bug reaches uvicorn, which logs it and drops the connection (no close frame).
+        with ws_connect(f"{url}/bug") as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is None
+    assert any("a true bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
