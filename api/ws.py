@@ -1,30 +1,34 @@
 """The native WebSocket endpoint, ``/ws``: api/ws_core.py's decisions, carried out.
 
-One connection is one task group: the reader (client frames, in order — a subscribe is
-answered before the next frame is read) and one pump per subscription (bridge → socket).
-Token expiry and typing expiry are event-loop timers, not tasks, and a revocation from the
-hub is applied at once, with a short task only for what must await (a typing reset, the
-error frames): an idle connection is two parked tasks, which is most of what it costs in
-memory. Whatever ends the connection, the task group unwinds, every presence row is left and
-the close frame says why.
+One connection is one task group around its reader (client frames, in order: a subscribe is
+set up and answered in the reader's own task before the next frame is read). An idle
+connection is that one parked task: a subscription has no task of its own while nothing is
+queued for it (`Subscription.detach`), and token and typing expiry are event-loop timers.
+A task starts only for what must await — a subscription's backlog, an event the sink
+declined, a reset or cut-off (`_drain`, which ends once the subscription is idle again), a
+subscription's release, a revocation's error frames. Whatever ends the connection, the task
+group unwinds, every presence row is left and the close frame says why.
 
 Sending. Under `courtside serve` (api/ws_protocol.py) every frame is built here and written
 to the transport as bytes: an event's frame once per event for all its subscribers, and
-while a pump is idle the bridge's fan-out hands it events directly (`Subscription.set_sink`),
-so a delivery is one `transport.write`, with no task switch. Backpressure is the transport's
-own: while its buffer is above the high-water mark (the peer is not reading) nothing is
-written directly, the events queue in the bridge, the pump waits for the buffer to drain,
-and a queue that overflows — or a wait longer than `send_timeout` — drops the peer (4009),
-as before. Without the frame writer (another ws implementation, or permessage-deflate) sends
-go through ASGI, one at a time behind a lock, with the same timeout.
+while a subscription is idle the bridge's fan-out hands it events directly
+(`Subscription.set_sink`), so a delivery is one `transport.write`, with no task switch.
+Backpressure is the transport's own: while its buffer is above the high-water mark (the peer
+is not reading) nothing is written directly, the events queue in the bridge, the drain waits
+for the buffer to empty, and a queue that overflows — or a wait longer than `send_timeout` —
+drops the peer (4009), as before. Without the frame writer (another ws implementation, or
+permessage-deflate) sends go through ASGI, one at a time behind a lock, with the same
+timeout, and each subscription keeps a draining task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -99,8 +103,9 @@ class WsConnection:
         self._typing_timer: asyncio.TimerHandle | None = None
         self._writer: FrameWriter | None = frame_writer(websocket.scope)
         self._send_lock = anyio.Lock() if self._writer is None else None
-        self._scopes: dict[str, anyio.CancelScope] = {}
-        self._live: dict[str, Subscription] = {}  # subscriptions whose events may be written
+        self._scopes: dict[str, anyio.CancelScope] = {}  # subscriptions being set up
+        self._live: dict[str, _Live] = {}  # subscriptions whose events may be written
+        self._ending: list[_Live] = []  # stopped once the task group had ended
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[CloseCode, str] | None = None
         self._dead = False  # the socket is gone or unusable: send nothing more
@@ -165,6 +170,14 @@ class WsConnection:
                 if timer is not None:
                     timer.cancel()
             self._expiry_timer = self._typing_timer = None
+            ending = [*self._live.values(), *self._ending]
+            self._live.clear()
+            self._ending.clear()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                # Concurrently: leaving presence is a query per session topic.
+                async with anyio.create_task_group() as tg:
+                    for live in ending:
+                        tg.start_soon(self._release, live)
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await self._goodbye()
 
@@ -202,12 +215,12 @@ class WsConnection:
             raise _Gone
 
     def _sink(self, event: Event) -> bool:
-        """`Subscription.set_sink`: runs in the bridge's fan-out, for an idle pump."""
+        """`Subscription.set_sink`: runs in the bridge's fan-out, for an idle subscription."""
         if event.origin is not None and event.origin == self.socket_id:
             return True  # sender exclusion (X-Socket-ID)
         writer = self._writer
         if (writer is None or self._dead or writer.write_paused
-                or event.type == "mention.created"):  # needs a query: the pump's job
+                or event.type == "mention.created"):  # needs a query: the drain task's job
             return False
         return writer.write_frame(event.encoded("wsf", ws_event_wire_frame))
 
@@ -252,7 +265,7 @@ class WsConnection:
         if isinstance(action, Reply):
             await self.send(action.frame)
         elif isinstance(action, StartSubscription):
-            await tg.start(self._subscription, action.topic, action.since)
+            await self._subscribe(action.topic, action.since)
         elif isinstance(action, StopSubscription):
             self._stop(action.topic.name)
         elif isinstance(action, PublishTyping):
@@ -270,29 +283,27 @@ class WsConnection:
             await self.send(error_frame(ErrorCode.NOT_READY, self.lang, topic.name))
         self._arm_typing()
 
-    async def _subscription(self, topic: Topic, since: int | None, *,
-                            task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _subscribe(self, topic: Topic, since: int | None) -> None:
+        """Set a subscription up, in the reader's task: the client's next frame is read once
+        this one is answered. What stays is a `_Live` record, and no task while it is idle."""
         name = topic.name
         hub = self.rt.hub
-        scope = anyio.CancelScope()
+        scope = anyio.CancelScope()  # `_stop` (unsubscribe, revocation) cancels the set-up
         self._scopes[name] = scope
         hub.watch_topic(self, name)  # before the check: see api/realtime_hub.py
+        live: _Live | None = None
         joined = False
-        started = False
         try:
             with scope:
                 try:
                     await realtime_auth.check_topic(self.rt.pool, self.principal, topic)
                 except AccessDenied as denied:
-                    self.core.subscription_refused(topic)
                     await self.send(error_frame(denied.code, self.lang, name))
                     return
-                # Entered by hand, not with an AsyncExitStack (a deque per subscription).
                 setup = anyio.current_time() + self.rt.config.setup_timeout
-                subscribing = self.rt.bridge.subscribe(
-                    name, since=since, max_queue=self.rt.config.limits.outbound_queue)
                 with anyio.fail_after(self.rt.config.setup_timeout):
-                    sub = await subscribing.__aenter__()
+                    sub = await self.rt.bridge.open_subscription(
+                        name, since=since, max_queue=self.rt.config.limits.outbound_queue)
                 try:
                     with anyio.fail_after(max(0.0, setup - anyio.current_time())):
                         presence: list[object] = []
@@ -302,39 +313,112 @@ class WsConnection:
                                 name, self.principal.user_id, self.socket_id)
                             presence = list(await self.rt.presence_lists.get(name))
                     frame = subscribed_frame(name, sub.start_seq, presence, self.socket_id)
-                    # This frame lives as long as the subscription: keep none of it alive.
+                    # This frame would otherwise live as long as the subscription.
                     del presence
                     await self.send(frame)
                     del frame
-                    self.core.subscription_started(topic)
-                    started = True
-                    task_status.started()
-                    # Its start event would otherwise live as long as the subscription.
-                    task_status = anyio.TASK_STATUS_IGNORED
-                    await self._pump(sub, scope)
+                    live = _Live(topic, sub, joined)
                 finally:
-                    # Releases the hub's hold synchronously: nothing here awaits.
-                    await subscribing.__aexit__(None, None, None)
+                    if live is None:
+                        sub.release()
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("subscription to %s failed", name, exc_info=True)
-            if not started:
-                self.core.subscription_refused(topic)
-                with contextlib.suppress(_Gone):
-                    await self.send(error_frame(ErrorCode.NOT_READY, self.lang, name))
-            else:
-                self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
-        except _Gone:
-            pass
+            with contextlib.suppress(_Gone):
+                await self.send(error_frame(ErrorCode.NOT_READY, self.lang, name))
         finally:
             if self._scopes.get(name) is scope:
                 del self._scopes[name]
-            hub.unwatch_topic(self, name)
-            if joined:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                    await self._leave(topic)
-            if not started:
+            if live is None:
                 self.core.subscription_refused(topic)
-                task_status.started()
+                hub.unwatch_topic(self, name)
+                if joined:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                        await self._leave(topic)
+        if live is None:
+            return
+        self.core.subscription_started(topic)
+        self._live[name] = live
+        live.on_wake = functools.partial(self._wake, live)
+        if self._writer is not None:
+            live.sub.set_sink(self._sink)
+        self._wake(live)  # the backlog, if any; else it detaches at once
+
+    def _wake(self, live: _Live) -> None:
+        """Something is queued for a detached subscription (`Subscription.detach`): start a
+        task that delivers it. Called inside the bridge's fan-out: must not await."""
+        if live.draining or live.stopped or self._tg is None:
+            return
+        live.draining = True
+        self._tg.start_soon(self._drain, live)
+
+    async def _drain(self, live: _Live) -> None:
+        """The backlog, what the sink declined, resets and the cut-off, in order. Ends once
+        nothing is left to read: the sink takes over until something is queued again. Without
+        a frame writer (no sink) it never detaches."""
+        sub = live.sub
+        fast = self._writer is not None
+        try:
+            with anyio.CancelScope() as scope:
+                live.scope = scope
+                assert live.on_wake is not None
+                while not (fast and sub.detach(live.on_wake)):
+                    if not await self._deliver(await sub.__anext__()):
+                        return
+        except _Gone:
+            pass
+        finally:
+            live.scope = None
+            live.draining = False
+
+    async def _deliver(self, item: Event | Reset | CutOff) -> bool:
+        """Send one item of a subscription; False once it has ended (a cut-off)."""
+        if isinstance(item, Event):
+            if item.origin is not None and item.origin == self.socket_id:
+                return True  # sender exclusion (X-Socket-ID)
+            if item.type == "mention.created" and not await self._may_see_mention(item):
+                return True
+            if self._writer is not None:
+                await self._send_frame(item.encoded("wsf", ws_event_wire_frame))
+            else:
+                await self._send_asgi(item.encoded("ws", ws_event_frame))
+        elif isinstance(item, Reset):
+            await self.send(reset_frame(item.topic, item.seq))
+        else:
+            if item.reason == "overflow":
+                self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
+            elif item.reason == "shutdown":
+                self._finish(CloseCode.SERVICE_RESTART, ErrorCode.SERVICE_RESTART.value)
+            else:
+                self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
+            return False
+        return True
+
+    def _stop(self, topic: str) -> None:
+        # At once, not when a task next runs: no event may follow "unsubscribed".
+        scope = self._scopes.pop(topic, None)
+        if scope is not None:
+            scope.cancel()  # a set-up in progress
+        live = self._live.pop(topic, None)
+        if live is None:
+            return
+        live.stopped = True
+        live.sub.set_sink(None)
+        if live.scope is not None:
+            live.scope.cancel()
+        if self._tg is not None:
+            self._tg.start_soon(self._release, live)
+        else:  # the connection is ending: `run` releases what is left
+            self._ending.append(live)
+
+    async def _release(self, live: _Live) -> None:
+        """A subscription's end: out of the hub and the bridge, then out of presence."""
+        live.stopped = True
+        live.sub.set_sink(None)
+        live.sub.release()
+        self.rt.hub.unwatch_topic(self, live.topic.name)
+        if live.joined:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._leave(live.topic)
 
     async def _leave(self, topic: Topic) -> None:
         # The connection is going (or the topic is): say the user stopped typing there, so
@@ -345,50 +429,6 @@ class WsConnection:
                                                      origin=self.socket_id)
             await self.rt.bridge.presence.leave(topic.name, self.principal.user_id,
                                                 self.socket_id)
-
-    def _stop(self, topic: str) -> None:
-        # At once, not when the pump's task next runs: no event may follow "unsubscribed".
-        sub = self._live.pop(topic, None)
-        if sub is not None:
-            sub.set_sink(None)
-        scope = self._scopes.pop(topic, None)
-        if scope is not None:
-            scope.cancel()
-
-    async def _pump(self, sub: Subscription, scope: anyio.CancelScope) -> None:
-        fast = self._writer is not None
-        if fast and not scope.cancel_called:
-            self._live[sub.topic] = sub
-            sub.set_sink(self._sink)
-        try:
-            await self._pump_queued(sub, fast)
-        finally:
-            sub.set_sink(None)
-            if self._live.get(sub.topic) is sub:
-                del self._live[sub.topic]
-
-    async def _pump_queued(self, sub: Subscription, fast: bool) -> None:
-        """What the sink declined (and every event without a frame writer), in order."""
-        async for item in sub:
-            if isinstance(item, Event):
-                if item.origin is not None and item.origin == self.socket_id:
-                    continue  # sender exclusion (X-Socket-ID)
-                if item.type == "mention.created" and not await self._may_see_mention(item):
-                    continue
-                if fast:
-                    await self._send_frame(item.encoded("wsf", ws_event_wire_frame))
-                else:
-                    await self._send_asgi(item.encoded("ws", ws_event_frame))
-            elif isinstance(item, Reset):
-                await self.send(reset_frame(item.topic, item.seq))
-            elif isinstance(item, CutOff):
-                if item.reason == "overflow":
-                    self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
-                elif item.reason == "shutdown":
-                    self._finish(CloseCode.SERVICE_RESTART, ErrorCode.SERVICE_RESTART.value)
-                else:
-                    self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
-                return
 
     async def _may_see_mention(self, event: Event) -> bool:
         """A mention carries a session's comment to a user topic. The REST API only lets
@@ -440,6 +480,21 @@ class WsConnection:
         if due and self._tg is not None:
             self._tg.start_soon(self._carry_out, due)
         self._arm_typing()  # a refreshed indicator moved its deadline: wait for that one
+
+
+class _Live:
+    """A subscription of this connection that is running: set up, answered, not stopped."""
+
+    __slots__ = ("draining", "joined", "on_wake", "scope", "stopped", "sub", "topic")
+
+    def __init__(self, topic: Topic, sub: Subscription, joined: bool) -> None:
+        self.topic = topic
+        self.sub = sub
+        self.joined = joined  # holds a presence row to leave
+        self.draining = False  # a `_drain` task runs (or is about to)
+        self.stopped = False
+        self.scope: anyio.CancelScope | None = None  # the running drain's
+        self.on_wake: Callable[[], None] | None = None
 
 
 class _Gone(Exception):

@@ -224,12 +224,22 @@ class Bridge:
     @contextlib.asynccontextmanager
     async def subscribe(self, topic: str, since: int | None = None,
                         max_queue: int | None = None) -> AsyncIterator[Subscription]:
+        sub = await self.open_subscription(topic, since, max_queue)
+        try:
+            yield sub
+        finally:
+            sub.release()
+
+    async def open_subscription(self, topic: str, since: int | None = None,
+                                max_queue: int | None = None) -> Subscription:
+        """`subscribe` without the context manager, whose suspended generator would live as
+        long as the subscription: the caller must call ``sub.release()`` exactly when it is
+        done (a transport holding thousands of idle subscriptions)."""
         hub = self._hub
         if hub is None or hub.closed:
             raise BridgeClosed("the bridge is not running")
         cfg = self.config
         entry = hub.acquire(topic)
-        sub: Subscription | None = None
         try:
             await entry.initialized.wait()
             if hub.closed:
@@ -238,7 +248,8 @@ class Bridge:
                                BoundedQueue(max_queue or cfg.max_queue, cfg.max_queue_bytes),
                                self._store, cfg.backlog_page)
             hub.attach(entry, sub)
-            yield sub
-        finally:
-            hub.release(entry, sub)
+        except BaseException:
+            hub.release(entry, None)
+            raise
+        return sub
 

@@ -59,7 +59,8 @@ class Hub:
 
     def attach(self, topic: Topic, sub: Subscription) -> None:
         assert topic.seq.head is not None
-        sub.start(topic.seq.head, on_cut=lambda s: self._on_cut(topic, s))
+        sub.start(topic.seq.head, on_cut=lambda s: self._on_cut(topic, s),
+                  on_release=lambda s: self.release(topic, s))
         topic.subs[sub] = None
 
     def release(self, topic: Topic, sub: Subscription | None) -> None:

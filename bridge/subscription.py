@@ -33,9 +33,10 @@ class Subscription:
     neither gap nor overlap. Durable events at or below ``last_seq`` are dropped all the same.
 
     A consumer that can take an event without awaiting (a transport that writes pre-built
-    bytes) may `set_sink`: while it is parked in ``__anext__`` with nothing left to read, the
-    fan-out hands events to the sink directly — no queue, no task wake-up. An event the sink
-    declines (returns False) goes to the queue as before and wakes the consumer; from then
+    bytes) may `set_sink`: while it is parked in ``__anext__`` (or `detach`-ed) with nothing
+    left to read, the fan-out hands events to the sink directly — no queue, no task wake-up.
+    An event the sink declines (returns False) goes to the queue as before and wakes the
+    consumer (or calls its ``on_wake``); from then
     on everything is queued until the consumer has emptied the queue and parked again, so
     order is kept. Resets and cut-offs always go through the iterator.
     """
@@ -56,18 +57,51 @@ class Subscription:
         self._finished = False
         self._wakeup = Flag()  # set by the hub's side, cleared by the consumer before it parks
         self._on_cut: Callable[[Subscription], None] | None = None
+        self._on_release: Callable[[Subscription], None] | None = None
         self._sink: Sink | None = None
-        self._parked = False  # the consumer awaits in __anext__: backlog done, queue empty
+        # The consumer awaits in __anext__, or has detached: backlog done, queue empty.
+        self._parked = False
+        self._on_wake: Callable[[], None] | None = None  # set while detached
 
     def set_sink(self, sink: Sink | None) -> None:
         """Let ``sink(event)`` take live events directly (see the class); None stops it.
         The sink runs inside the fan-out: it must not block, and should not raise."""
         self._sink = sink
 
-    def start(self, head: int, on_cut: Callable[[Subscription], None]) -> None:
+    def detach(self, on_wake: Callable[[], None]) -> bool:
+        """Stop consuming for now without a task parked in ``__anext__`` (a parked task and
+        its frames are most of an idle subscriber's memory). True when there is nothing to
+        read without waiting — backlog done, queue empty, not cut off: from then on the sink
+        takes live events as it would for a parked consumer, and ``on_wake()`` is called once,
+        inside the fan-out or `close`, when something is queued for the iterator; the
+        consumer then iterates again. False, changing nothing, when there is something to read.
+        """
+        upto = self._backlog_upto
+        if (self._reason is not None or self._page or self._verify_since or len(self._queue)
+                or (upto is not None and self.last_seq < upto)):
+            return False
+        self._backlog_upto = None
+        self._parked = True
+        self._on_wake = on_wake
+        return True
+
+    def release(self) -> None:
+        """Leave the hub (`Bridge.open_subscription`'s end); later calls do nothing."""
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            on_release(self)
+
+    def _wake(self) -> None:
+        on_wake, self._on_wake = self._on_wake, None
+        if on_wake is not None:
+            on_wake()
+
+    def start(self, head: int, on_cut: Callable[[Subscription], None],
+              on_release: Callable[[Subscription], None]) -> None:
         """Called by the hub, in the same step that adds it to the topic: ``head`` is the
         last seq the topic handed out, so every later live event is > head."""
         self._on_cut = on_cut
+        self._on_release = on_release
         self.start_seq = head
         since = self._since
         if since is None:
@@ -118,6 +152,7 @@ class Subscription:
             return
         self._parked = False
         self._wakeup.set()
+        self._wake()
 
     def close(self, reason: str) -> None:
         if self._reason is not None:
@@ -131,6 +166,7 @@ class Subscription:
         self._wakeup.set()
         if self._on_cut is not None:
             self._on_cut(self)
+        self._wake()
 
     # --- the consumer's side -----------------------------------------------------------------
 
@@ -138,6 +174,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event | Reset | CutOff:
+        self._on_wake = None  # iterating again: no longer detached
         if self._finished:
             raise StopAsyncIteration
         backlog = await self._next_backlog()

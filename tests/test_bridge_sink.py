@@ -82,3 +82,52 @@ async def test_resets_and_cutoffs_still_come_through_the_iterator(db: str) -> No
             with anyio.fail_after(5):
                 items.append(await sub.__anext__())
         assert items == [Reset(topic, 2)]
+
+
+async def test_a_detached_consumer_is_woken_once_for_what_the_sink_declines(db: str) -> None:
+    """`detach`: no task parked, the sink takes events; a declined event queues and calls
+    on_wake once; iterating again delivers it, and the consumer can detach again."""
+    [(topic, sid, uid)] = topics_of(db, 1)
+    await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
+    taken: list[int] = []
+    wakes = 0
+    decline = False
+
+    def sink(event: Event) -> bool:
+        if decline:
+            return False
+        assert event.seq is not None
+        taken.append(event.seq)
+        return True
+
+    def on_wake() -> None:
+        nonlocal wakes
+        wakes += 1
+
+    async with running(db) as bridge:
+        async with bridge.subscribe(topic, since=0) as sub:
+            sub.set_sink(sink)
+            assert sub.detach(on_wake) is False  # a backlog to read first
+            with anyio.fail_after(5):
+                assert [(await sub.__anext__()).seq for _ in range(2)] == [1, 2]
+            assert sub.detach(on_wake) is True
+            await anyio.to_thread.run_sync(comment, db, sid, uid)
+            await wait_for(lambda: taken == [3], 5, "3 through the sink, detached")
+            assert wakes == 0
+
+            decline = True
+            await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
+            await wait_for(lambda: sub.queued == 2, 5, "4 declined, 5 queued behind it")
+            assert wakes == 1  # once, not once per event
+            assert sub.detach(on_wake) is False  # something to read
+            decline = False
+            with anyio.fail_after(5):
+                assert [(await sub.__anext__()).seq for _ in range(2)] == [4, 5]
+            assert sub.detach(on_wake) is True
+            await anyio.to_thread.run_sync(comment, db, sid, uid)
+            await wait_for(lambda: taken == [3, 6], 5, "6 through the sink again")
+
+            sub.close("overflow")  # a cut-off wakes a detached consumer too
+            assert wakes == 2
+            with anyio.fail_after(5):
+                assert await sub.__anext__() == CutOff("overflow", 6, topic)
