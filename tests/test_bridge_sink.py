@@ -8,7 +8,7 @@ import anyio
 import psycopg
 import pytest
 
-from bridge import CutOff, Event, Reset
+from bridge import CutOff, Event, Reset, Subscription
 from tests.bridge_helpers import running, topics_of, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -84,6 +84,16 @@ async def test_resets_and_cutoffs_still_come_through_the_iterator(db: str) -> No
         assert items == [Reset(topic, 2)]
 
 
+async def next_seqs(sub: Subscription, n: int) -> list[int | None]:
+    seqs = []
+    with anyio.fail_after(5):
+        for _ in range(n):
+            item = await sub.__anext__()
+            assert isinstance(item, Event)
+            seqs.append(item.seq)
+    return seqs
+
+
 async def test_a_detached_consumer_is_woken_once_for_what_the_sink_declines(db: str) -> None:
     """`detach`: no task parked, the sink takes events; a declined event queues and calls
     on_wake once; iterating again delivers it, and the consumer can detach again."""
@@ -104,30 +114,27 @@ async def test_a_detached_consumer_is_woken_once_for_what_the_sink_declines(db: 
         nonlocal wakes
         wakes += 1
 
-    async with running(db) as bridge:
-        async with bridge.subscribe(topic, since=0) as sub:
-            sub.set_sink(sink)
-            assert sub.detach(on_wake) is False  # a backlog to read first
-            with anyio.fail_after(5):
-                assert [(await sub.__anext__()).seq for _ in range(2)] == [1, 2]
-            assert sub.detach(on_wake) is True
-            await anyio.to_thread.run_sync(comment, db, sid, uid)
-            await wait_for(lambda: taken == [3], 5, "3 through the sink, detached")
-            assert wakes == 0
+    async with running(db) as bridge, bridge.subscribe(topic, since=0) as sub:
+        sub.set_sink(sink)
+        assert sub.detach(on_wake) is False  # a backlog to read first
+        assert await next_seqs(sub, 2) == [1, 2]
+        assert sub.detach(on_wake) is True
+        await anyio.to_thread.run_sync(comment, db, sid, uid)
+        await wait_for(lambda: taken == [3], 5, "3 through the sink, detached")
+        assert wakes == 0
 
-            decline = True
-            await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
-            await wait_for(lambda: sub.queued == 2, 5, "4 declined, 5 queued behind it")
-            assert wakes == 1  # once, not once per event
-            assert sub.detach(on_wake) is False  # something to read
-            decline = False
-            with anyio.fail_after(5):
-                assert [(await sub.__anext__()).seq for _ in range(2)] == [4, 5]
-            assert sub.detach(on_wake) is True
-            await anyio.to_thread.run_sync(comment, db, sid, uid)
-            await wait_for(lambda: taken == [3, 6], 5, "6 through the sink again")
+        decline = True
+        await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
+        await wait_for(lambda: sub.queued == 2, 5, "4 declined, 5 queued behind it")
+        assert wakes == 1  # once, not once per event
+        assert sub.detach(on_wake) is False  # something to read
+        decline = False
+        assert await next_seqs(sub, 2) == [4, 5]
+        assert sub.detach(on_wake) is True
+        await anyio.to_thread.run_sync(comment, db, sid, uid)
+        await wait_for(lambda: taken == [3, 6], 5, "6 through the sink again")
 
-            sub.close("overflow")  # a cut-off wakes a detached consumer too
-            assert wakes == 2
-            with anyio.fail_after(5):
-                assert await sub.__anext__() == CutOff("overflow", 6, topic)
+        sub.close("overflow")  # a cut-off wakes a detached consumer too
+        assert wakes == 2
+        with anyio.fail_after(5):
+            assert await sub.__anext__() == CutOff("overflow", 6, topic)

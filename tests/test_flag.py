@@ -38,7 +38,8 @@ async def test_set_wakes_every_waiter_and_a_cancelled_waiter_is_forgotten() -> N
             await flag.wait()  # this one is cancelled while it waits
         await anyio.sleep(0.01)
         assert woken == []
-        assert flag._waiters is not None and len(flag._waiters) == 3
+        assert flag._waiters is not None
+        assert len(flag._waiters) == 3
         flag.set()
     assert sorted(woken) == [0, 1, 2]
     assert flag._waiters is None
