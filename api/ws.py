@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -37,6 +35,7 @@ import psycopg
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api import realtime_auth
+from api.live_subs import Live, LiveSubscriptions
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_http import deny_websocket
 from api.realtime_protocol import (
@@ -104,8 +103,7 @@ class WsConnection:
         self._writer: FrameWriter | None = frame_writer(websocket.scope)
         self._send_lock = anyio.Lock() if self._writer is None else None
         self._scopes: dict[str, anyio.CancelScope] = {}  # subscriptions being set up
-        self._live: dict[str, _Live] = {}  # subscriptions whose events may be written
-        self._ending: list[_Live] = []  # stopped once the task group had ended
+        self._subs = LiveSubscriptions[_Live](self._deliver, self._release)
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[CloseCode, str] | None = None
         self._dead = False  # the socket is gone or unusable: send nothing more
@@ -156,28 +154,21 @@ class WsConnection:
         hub.attach(self)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self._tg = self._subs.tg = tg
                 if self._close is not None:  # revoked between authentication and attach
                     tg.cancel_scope.cancel()
                 self._arm_expiry()
                 await self.send(connected_frame(self.socket_id))
-                await self._read(tg)
+                await self._read()
                 tg.cancel_scope.cancel()
         finally:
-            self._tg = None
+            self._tg = self._subs.tg = None
             hub.detach(self)
             for timer in (self._expiry_timer, self._typing_timer):
                 if timer is not None:
                     timer.cancel()
             self._expiry_timer = self._typing_timer = None
-            ending = [*self._live.values(), *self._ending]
-            self._live.clear()
-            self._ending.clear()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                # Concurrently: leaving presence is a query per session topic.
-                async with anyio.create_task_group() as tg:
-                    for live in ending:
-                        tg.start_soon(self._release, live)
+            await self._subs.release_all()
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await self._goodbye()
 
@@ -243,7 +234,7 @@ class WsConnection:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    async def _read(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _read(self) -> None:
         while True:
             message = await self.ws.receive()
             kind = message["type"]
@@ -257,11 +248,11 @@ class WsConnection:
                 actions = self.core.receive_bytes(now)
             try:
                 for action in actions:
-                    await self._act(action, tg)
+                    await self._act(action)
             except _Gone:
                 return
 
-    async def _act(self, action: Action, tg: anyio.abc.TaskGroup) -> None:
+    async def _act(self, action: Action) -> None:
         if isinstance(action, Reply):
             await self.send(action.frame)
         elif isinstance(action, StartSubscription):
@@ -334,44 +325,19 @@ class WsConnection:
                 if joined:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                         await self._leave(topic)
-        if live is None:
-            return
-        self.core.subscription_started(topic)
-        self._live[name] = live
-        live.on_wake = functools.partial(self._wake, live)
-        if self._writer is not None:
-            live.sub.set_sink(self._sink)
-        self._wake(live)  # the backlog, if any; else it detaches at once
+        if live is not None:
+            self.core.subscription_started(topic)
+            self._subs.start(live, self._sink if self._writer is not None else None)
 
-    def _wake(self, live: _Live) -> None:
-        """Something is queued for a detached subscription (`Subscription.detach`): start a
-        task that delivers it. Called inside the bridge's fan-out: must not await."""
-        if live.draining or live.stopped or self._tg is None:
-            return
-        live.draining = True
-        self._tg.start_soon(self._drain, live)
-
-    async def _drain(self, live: _Live) -> None:
-        """The backlog, what the sink declined, resets and the cut-off, in order. Ends once
-        nothing is left to read: the sink takes over until something is queued again. Without
-        a frame writer (no sink) it never detaches."""
-        sub = live.sub
-        fast = self._writer is not None
+    async def _deliver(self, live: _Live, item: Event | Reset | CutOff) -> bool:
+        """`LiveSubscriptions`: send one item; False once the subscription or the socket
+        has ended."""
         try:
-            with anyio.CancelScope() as scope:
-                live.scope = scope
-                assert live.on_wake is not None
-                while not (fast and sub.detach(live.on_wake)):
-                    if not await self._deliver(await sub.__anext__()):
-                        return
+            return await self._deliver_item(item)
         except _Gone:
-            pass
-        finally:
-            live.scope = None
-            live.draining = False
+            return False
 
-    async def _deliver(self, item: Event | Reset | CutOff) -> bool:
-        """Send one item of a subscription; False once it has ended (a cut-off)."""
+    async def _deliver_item(self, item: Event | Reset | CutOff) -> bool:
         if isinstance(item, Event):
             if item.origin is not None and item.origin == self.socket_id:
                 return True  # sender exclusion (X-Socket-ID)
@@ -398,27 +364,13 @@ class WsConnection:
         scope = self._scopes.pop(topic, None)
         if scope is not None:
             scope.cancel()  # a set-up in progress
-        live = self._live.pop(topic, None)
-        if live is None:
-            return
-        live.stopped = True
-        live.sub.set_sink(None)
-        if live.scope is not None:
-            live.scope.cancel()
-        if self._tg is not None:
-            self._tg.start_soon(self._release, live)
-        else:  # the connection is ending: `run` releases what is left
-            self._ending.append(live)
+        self._subs.stop(topic)
 
     async def _release(self, live: _Live) -> None:
-        """A subscription's end: out of the hub and the bridge, then out of presence."""
-        live.stopped = True
-        live.sub.set_sink(None)
-        live.sub.release()
-        self.rt.hub.unwatch_topic(self, live.topic.name)
+        """`LiveSubscriptions`: the end of a subscription that has left the hub."""
+        self.rt.hub.unwatch_topic(self, live.name)
         if live.joined:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                await self._leave(live.topic)
+            await self._leave(live.topic)
 
     async def _leave(self, topic: Topic) -> None:
         # The connection is going (or the topic is): say the user stopped typing there, so
@@ -482,19 +434,13 @@ class WsConnection:
         self._arm_typing()  # a refreshed indicator moved its deadline: wait for that one
 
 
-class _Live:
-    """A subscription of this connection that is running: set up, answered, not stopped."""
-
-    __slots__ = ("draining", "joined", "on_wake", "scope", "stopped", "sub", "topic")
+class _Live(Live):
+    __slots__ = ("joined", "topic")
 
     def __init__(self, topic: Topic, sub: Subscription, joined: bool) -> None:
+        super().__init__(topic.name, sub)
         self.topic = topic
-        self.sub = sub
         self.joined = joined  # holds a presence row to leave
-        self.draining = False  # a `_drain` task runs (or is about to)
-        self.stopped = False
-        self.scope: anyio.CancelScope | None = None  # the running drain's
-        self.on_wake: Callable[[], None] | None = None
 
 
 class _Gone(Exception):

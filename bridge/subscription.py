@@ -63,6 +63,10 @@ class Subscription:
         self._parked = False
         self._on_wake: Callable[[], None] | None = None  # set while detached
 
+    @property
+    def has_sink(self) -> bool:
+        return self._sink is not None
+
     def set_sink(self, sink: Sink | None) -> None:
         """Let ``sink(event)`` take live events directly (see the class); None stops it.
         The sink runs inside the fan-out: it must not block, and should not raise."""
