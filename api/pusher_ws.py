@@ -1,8 +1,11 @@
 """The Pusher protocol endpoint, ``/app/{key}``: api/pusher_protocol.py's decisions, carried
 out with the bridge, courtside presence and the realtime hub.
 
-One connection is one task group: the reader (client messages in order; a subscribe is
-answered before the next message is read) and one pump per channel (bridge → socket).
+One connection is one task group around its reader (client messages in order; a subscribe
+is set up and answered in the reader's task before the next message is read). Channels are
+api/live_subs.py's: no task while idle, the bridge's fan-out writes their events' pre-built
+frames directly (a member change and Echo's typing whisper included), and a drain task runs
+only for what must await (a mention's access check, a full socket buffer, the cut-off).
 Handshake problems (unknown key, protocol version, over capacity, a bad token) are told the
 Pusher way: the socket is accepted, a ``pusher:error`` is sent, then a close with that code.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api import realtime_auth
 from api.access import can_read_session
 from api.errors import ApiError
+from api.live_subs import Live, LiveSubscriptions
 from api.pusher_protocol import (
     TYPING_EVENT,
     Action,
@@ -60,7 +65,7 @@ from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
 from api.ws_protocol import FrameWriter, frame_writer, text_frame
-from bridge import Bridge, BridgeError, Control, CutOff, Event, Subscription
+from bridge import Bridge, BridgeError, Control, CutOff, Event, Reset, Subscription
 
 log = logging.getLogger("courtside.pusher")
 
@@ -123,6 +128,34 @@ class PusherRegistry:
             conn.recheck_participant(key[0])
 
 
+class _Channel(Live):
+    """A running channel of a connection, and its events' encoders (made once)."""
+
+    __slots__ = ("channel", "encode", "encode_frame", "encode_whisper", "encode_whisper_frame",
+                 "frame_key", "joined", "key", "me", "stay", "user_id", "watched", "watcher")
+
+    def __init__(self, channel: Channel, sub: Subscription, user_id: uuid.UUID, stay: str, *,
+                 joined: bool, watched: bool, watcher: _PublicWatch | None) -> None:
+        super().__init__(channel.name, sub)
+        self.channel = channel
+        self.user_id = user_id
+        self.me = str(user_id)
+        self.stay = stay  # its presence row's connection id
+        self.joined = joined
+        self.watched = watched
+        self.watcher = watcher
+        self.key = f"pusher:{channel.kind}"  # every channel of this kind on the topic alike
+        self.frame_key = f"{self.key}:frame"
+        name = channel.name
+        self.encode: Callable[[Event], bytes] = lambda e: event_frame(name, e.type, e.data)
+        self.encode_frame: Callable[[Event], bytes] = lambda e: text_frame(
+            event_frame(name, e.type, e.data))
+        self.encode_whisper: Callable[[Event], bytes] = lambda e: event_frame(
+            name, TYPING_EVENT, e.data)
+        self.encode_whisper_frame: Callable[[Event], bytes] = lambda e: text_frame(
+            event_frame(name, TYPING_EVENT, e.data))
+
+
 class _Refuse(Exception):
     def __init__(self, code: int | None, message: str) -> None:
         super().__init__(message)
@@ -178,7 +211,8 @@ class PusherConnection:
         self._typing_timer: asyncio.TimerHandle | None = None
         self._send_lock = anyio.Lock()  # the ASGI path only
         self._writer: FrameWriter | None = frame_writer(websocket.scope)
-        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._scopes: dict[str, anyio.CancelScope] = {}  # channels being set up
+        self._subs = LiveSubscriptions[_Channel](self._deliver, self._release)
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
         self._stays = 0  # presence rows this connection has made
         self._tg: anyio.abc.TaskGroup | None = None
@@ -255,7 +289,7 @@ class PusherConnection:
         hub.attach(self)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self._tg = self._subs.tg = tg
                 if self._close is not None:  # revoked between authentication and attach
                     tg.cancel_scope.cancel()
                 self._arm_expiry()
@@ -263,16 +297,17 @@ class PusherConnection:
                 with contextlib.suppress(_Gone):
                     await self.send(connection_established(self.socket_id,
                                                            self.config.activity_timeout))
-                    await self._read(tg)
+                    await self._read()
                 tg.cancel_scope.cancel()
         finally:
-            self._tg = None
+            self._tg = self._subs.tg = None
             hub.detach(self)
             self.release_slot()
             for timer in (self._expiry_timer, self._typing_timer):
                 if timer is not None:
                     timer.cancel()
             self._expiry_timer = self._typing_timer = None
+            await self._subs.release_all()
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await self._goodbye()
 
@@ -292,15 +327,6 @@ class PusherConnection:
             await self._send_frame(text_frame(payload))
         else:
             await self._send_asgi(payload)
-
-    async def _send_event(self, event: Event, key: str,
-                          encode: Callable[[Event], bytes]) -> None:
-        """An event's frame is built once for every subscriber with the same `key`."""
-        if self._writer is not None:
-            await self._send_frame(event.encoded(f"{key}:frame",
-                                                 lambda e: text_frame(encode(e))))
-        else:
-            await self._send_asgi(event.encoded(key, encode))
 
     async def _send_frame(self, frame: bytes) -> None:
         # As api/ws.py: written straight to the transport, no lock (writes are synchronous);
@@ -339,7 +365,7 @@ class PusherConnection:
 
     # -- the reader --------------------------------------------------------------------------
 
-    async def _read(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _read(self) -> None:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -350,13 +376,13 @@ class PusherConnection:
                 self._finish(PusherCode.CLIENT_EVENT_RATE_LIMIT, "binary frames are not Pusher")
                 return
             for action in self.core.receive_text(text, anyio.current_time()):
-                await self._act(action, tg)
+                await self._act(action)
 
-    async def _act(self, action: Action, tg: anyio.abc.TaskGroup) -> None:
+    async def _act(self, action: Action) -> None:
         if isinstance(action, Reply):
             await self.send(action.frame)
         elif isinstance(action, Start):
-            await tg.start(self._channel, action.channel, action.binding)
+            await self._open(action.channel, action.binding)
         elif isinstance(action, Stop):
             self._stop(action.channel.name)
         elif isinstance(action, PublishTyping):
@@ -468,14 +494,16 @@ class PusherConnection:
         for channel in channels:
             self.revoke_channel(channel, ErrorCode.PARTICIPANT_REMOVED)
 
-    async def _channel(self, channel: Channel, binding: Binding | None, *,
-                       task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _open(self, channel: Channel, binding: Binding | None) -> None:
+        """Set a channel up, in the reader's task: the next message is read once this one is
+        answered. What stays is a `_Channel` record, and no task while it is idle."""
         name, topic = channel.name, channel.topic.name
         hub = self.rt.hub
-        scope = anyio.CancelScope()
+        scope = anyio.CancelScope()  # `_stop` (unsubscribe, revocation) cancels the set-up
         self._scopes[name] = scope
+        live: _Channel | None = None
         watcher: _PublicWatch | None = None
-        watched = joined = started = False
+        watched = joined = False
         user_id = ANONYMOUS.user_id
         stay = self.socket_id
         try:
@@ -494,10 +522,12 @@ class PusherConnection:
                                                           channel.topic.id)
                 except AccessDenied as denied:
                     raise _Refuse(PusherCode.UNAUTHORIZED, _describe(denied.code)) from None
-                async with contextlib.AsyncExitStack() as stack:
-                    with anyio.fail_after(self.rt.config.setup_timeout):
-                        sub = await stack.enter_async_context(self.rt.bridge.subscribe(
-                            topic, max_queue=self.rt.config.limits.outbound_queue))
+                setup = anyio.current_time() + self.rt.config.setup_timeout
+                with anyio.fail_after(self.rt.config.setup_timeout):
+                    sub = await self.rt.bridge.open_subscription(
+                        topic, max_queue=self.rt.config.limits.outbound_queue)
+                try:
+                    with anyio.fail_after(max(0.0, setup - anyio.current_time())):
                         members: list[dict[str, Any]] | None = None
                         if channel.kind == "presence":
                             # One row per subscription: the leave of an unsubscribed one,
@@ -511,70 +541,112 @@ class PusherConnection:
                                        if m is not None]
                     await self.send(subscription_succeeded(name, members))
                     del members
-                    self.core.started(channel)
-                    started = True
-                    task_status.started()
-                    await self._pump(sub, channel, user_id)
+                    live = _Channel(channel, sub, user_id, stay, joined=joined,
+                                    watched=watched, watcher=watcher)
+                finally:
+                    if live is None:
+                        sub.release()
         except _Refuse as refused:
             with contextlib.suppress(_Gone):
                 await self.send(error_frame(refused.code, refused.message, name))
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("Pusher subscription to %s failed", name, exc_info=True)
-            if started:
-                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
-            else:
-                with contextlib.suppress(_Gone):
-                    await self.send(error_frame(PusherCode.OVER_CAPACITY,
-                                                _describe(ErrorCode.NOT_READY), name))
-        except _Gone:
-            pass
+            with contextlib.suppress(_Gone):
+                await self.send(error_frame(PusherCode.OVER_CAPACITY,
+                                            _describe(ErrorCode.NOT_READY), name))
         finally:
             if self._scopes.get(name) is scope:
                 del self._scopes[name]
-            if watcher is not None:
-                hub.unwatch_topic(watcher, topic)
-            if watched:
-                self._unwatch(topic, user_id)
-            if joined:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
-                        contextlib.suppress(BridgeError):
-                    if self.core.typing_active(name):  # the connection is going, typing
-                        await self.rt.bridge.presence.typing(topic, user_id, False,
-                                                             origin=self.socket_id)
-                    await self.rt.bridge.presence.leave(topic, user_id, stay)
-            if not started:
+            if live is None:
                 self.core.refused(channel)
-                task_status.started()
+                if watcher is not None:
+                    hub.unwatch_topic(watcher, topic)
+                if watched:
+                    self._unwatch(topic, user_id)
+                if joined:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                        await self._leave(channel, user_id, stay)
+        if live is not None:
+            self.core.started(channel)
+            sink = functools.partial(self._sink, live) if self._writer is not None else None
+            self._subs.start(live, sink)
 
     def _stop(self, name: str) -> None:
+        # At once, not when a task next runs: no event may follow an unsubscribe.
         scope = self._scopes.pop(name, None)
         if scope is not None:
-            scope.cancel()
+            scope.cancel()  # a set-up in progress
+        self._subs.stop(name)
 
-    async def _pump(self, sub: Subscription, channel: Channel, user_id: uuid.UUID) -> None:
-        key = f"pusher:{channel.kind}"
-        me = str(user_id)
+    async def _release(self, live: _Channel) -> None:
+        """`LiveSubscriptions`: the end of a channel that has left the hub."""
+        topic = live.channel.topic.name
+        if live.watcher is not None:
+            self.rt.hub.unwatch_topic(live.watcher, topic)
+        if live.watched:
+            self._unwatch(topic, live.user_id)
+        if live.joined:
+            await self._leave(live.channel, live.user_id, live.stay)
 
-        def encode(event: Event) -> bytes:
-            return event_frame(channel.name, event.type, event.data)
+    async def _leave(self, channel: Channel, user_id: uuid.UUID, stay: str) -> None:
+        with contextlib.suppress(BridgeError):
+            if self.core.typing_active(channel.name):  # the connection is going, typing
+                await self.rt.bridge.presence.typing(channel.topic.name, user_id, False,
+                                                     origin=self.socket_id)
+            await self.rt.bridge.presence.leave(channel.topic.name, user_id, stay)
 
-        def encode_whisper(event: Event) -> bytes:
-            return event_frame(channel.name, TYPING_EVENT, event.data)
+    def _wire(self, live: _Channel, event: Event, framed: bool) -> list[bytes]:
+        """What one event becomes on this channel: payloads, or whole frames (``framed``);
+        the event's own is built once for every subscriber of its kind of channel."""
+        out: list[bytes] = []
+        presence = live.channel.kind == "presence"
+        if presence and event.type in ("user.online", "user.offline"):
+            member = self._member_change(live, event)
+            if member is not None:
+                out.append(text_frame(member) if framed else member)
+        if framed:
+            out.append(event.encoded(live.frame_key, live.encode_frame))
+        else:
+            out.append(event.encoded(live.key, live.encode))
+        if presence and event.type == "user.typing":
+            # Echo's `listenForWhisper('typing')` binds `client-typing`: typing from any
+            # client (a whisper, /ws, REST) reaches it as one, like a whisper would.
+            if framed:
+                out.append(event.encoded("pusher:whisper:frame", live.encode_whisper_frame))
+            else:
+                out.append(event.encoded("pusher:whisper", live.encode_whisper))
+        return out
 
-        async for item in sub:
+    def _sink(self, live: _Channel, event: Event) -> bool:
+        """`Subscription.set_sink` of an idle channel: runs in the bridge's fan-out."""
+        if event.origin is not None and event.origin == self.socket_id:
+            return True  # sender exclusion (X-Socket-ID, Laravel's toOthers())
+        writer = self._writer
+        if (writer is None or self._dead or writer.write_paused
+                or event.type == "mention.created"):  # needs a query: the drain task's job
+            return False
+        first, *rest = self._wire(live, event, framed=True)
+        if not writer.write_frame(first):
+            return False
+        for frame in rest:
+            writer.write_frame(frame)  # False only once the socket is gone: the reader sees it
+        return True
+
+    async def _deliver(self, live: _Channel, item: Event | Reset | CutOff) -> bool:
+        """`LiveSubscriptions`: send one item; False once the channel or the socket ended."""
+        try:
             if isinstance(item, Event):
                 if item.origin is not None and item.origin == self.socket_id:
-                    continue  # sender exclusion (X-Socket-ID, Laravel's toOthers())
-                if item.type == "mention.created" and not await self._may_see_mention(item,
-                                                                                     user_id):
-                    continue
-                if channel.kind == "presence" and item.type in ("user.online", "user.offline"):
-                    await self._member_change(channel, item, me)
-                await self._send_event(item, key, encode)
-                if channel.kind == "presence" and item.type == "user.typing":
-                    # Echo's `listenForWhisper('typing')` binds `client-typing`: typing from
-                    # any client (a whisper, /ws, REST) reaches it as one, like a whisper would.
-                    await self._send_event(item, "pusher:whisper", encode_whisper)
+                    return True
+                if item.type == "mention.created" and not await self._may_see_mention(
+                        item, live.user_id):
+                    return True
+                framed = self._writer is not None
+                for data in self._wire(live, item, framed):
+                    if framed:
+                        await self._send_frame(data)
+                    else:
+                        await self._send_asgi(data)
             elif isinstance(item, CutOff):
                 if item.reason == "shutdown":
                     self._finish(PusherCode.RECONNECT, _describe(ErrorCode.SERVICE_RESTART))
@@ -582,18 +654,21 @@ class PusherConnection:
                     self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
                 else:
                     self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
-                return
+                return False
             # A Reset cannot be told in Pusher's protocol: it has no history to resume.
+        except _Gone:
+            return False
+        return True
 
-    async def _member_change(self, channel: Channel, event: Event, me: str) -> None:
+    @staticmethod
+    def _member_change(live: _Channel, event: Event) -> bytes | None:
         payload = event.payload
         member = member_of(payload.get("user")) if isinstance(payload, dict) else None
-        if member is None or member["user_id"] == me:
-            return  # Pusher does not tell a member about itself
+        if member is None or member["user_id"] == live.me:
+            return None  # Pusher does not tell a member about itself
         if event.type == "user.online":
-            await self.send(member_added(channel.name, member["user_id"], member["user_info"]))
-        else:
-            await self.send(member_removed(channel.name, member["user_id"]))
+            return member_added(live.channel.name, member["user_id"], member["user_info"])
+        return member_removed(live.channel.name, member["user_id"])
 
     async def _may_see_mention(self, event: Event, user_id: uuid.UUID) -> bool:
         """As on /ws: a mention reaches its user only while they may read that session."""

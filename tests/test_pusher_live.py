@@ -382,3 +382,31 @@ async def test_over_capacity(db: str) -> None:
         # The slot is given back when the first connection goes.
         async with pusher_client(base) as client:
             assert client.socket_id
+
+
+@pytest.mark.anyio
+async def test_presence_typing_and_comments_through_asgi_sends(db: str) -> None:
+    """With permessage-deflate negotiated there is no frame writer and no sink: every event
+    goes through the channel's drain task and ASGI sends — the same frames, in order."""
+    world = factories.world(db, participants=3)
+    alice, bob = world.participants[1], world.participants[2]
+    alice_token, bob_token = factories.token(db, alice), factories.token(db, bob)
+    channel = f"presence-sport-session.{world.session_id}"
+    with running(build_pusher_app(db), ws_per_message_deflate=True) as base:
+        async with pusher_client(base) as a:
+            assert a.conn.protocol.extensions, "permessage-deflate was not negotiated"
+            await authorized(base, alice_token, a, channel)
+            async with pusher_client(base) as b:
+                await authorized(base, bob_token, b, channel)
+                added = data(await a.event(channel, "pusher_internal:member_added"))
+                assert added["user_id"] == str(bob)
+                await b.send("client-typing", {"isTyping": True}, channel)
+                typing = data(await a.event(channel, "user.typing"))
+                assert data(await a.event(channel, "client-typing")) == typing
+                ids = [sql_comment(db, world.session_id, world.owner, f"c{i}") for i in range(3)]
+                for frames in (a, b):
+                    got = [data(await frames.event(channel, "comment.created"))["comment"]["id"]
+                           for _ in ids]
+                    assert got == ids
+            removed = data(await a.event(channel, "pusher_internal:member_removed"))
+            assert removed == {"user_id": str(bob)}
