@@ -15,6 +15,7 @@ The routes need the realtime lifespan (api/realtime.py) to be running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -24,7 +25,6 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.websockets import WebSocket
 
 from api.direct_ws import DirectWebSocketRoute
 from api.jsonio import JSONResponse
@@ -55,9 +55,6 @@ def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
     registry = PusherRegistry(config)
     app_config = config
 
-    async def websocket(ws: WebSocket) -> None:
-        await pusher_endpoint(ws, registry)
-
     async def auth(request: Request) -> Response:
         return await broadcasting_auth(request, app_config)
 
@@ -65,7 +62,9 @@ def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
         return await publish_events(request, app_config)
 
     return [
-        DirectWebSocketRoute("/app/{key}", websocket),
+        # A partial, not a wrapper coroutine: its frame would live as long as the connection.
+        DirectWebSocketRoute("/app/{key}", functools.partial(pusher_endpoint, registry=registry),
+                             name="pusher"),
         Route("/broadcasting/auth", auth, methods=["POST"]),
         Route("/apps/{app_id}/events", events, methods=["POST"]),
     ]

@@ -26,9 +26,8 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import anyio.abc
@@ -44,6 +43,7 @@ from api.pusher_protocol import (
     Action,
     Binding,
     Channel,
+    ChannelKind,
     Close,
     PusherCode,
     PusherConfig,
@@ -128,32 +128,37 @@ class PusherRegistry:
             conn.recheck_participant(key[0])
 
 
-class _Channel(Live):
-    """A running channel of a connection, and its events' encoders (made once)."""
+_KEYS = {kind: (f"pusher:{kind}", f"pusher:{kind}:frame") for kind in get_args(ChannelKind)}
 
-    __slots__ = ("channel", "encode", "encode_frame", "encode_whisper", "encode_whisper_frame",
-                 "frame_key", "joined", "key", "me", "stay", "user_id", "watched", "watcher")
+
+class _Channel(Live):
+    """A running channel of a connection. Its events are encoded once for every channel of
+    the same kind on the topic (the channel name is the kind's and the topic's)."""
+
+    __slots__ = ("channel", "joined", "presence", "stay", "user_id", "watched", "watcher")
 
     def __init__(self, channel: Channel, sub: Subscription, user_id: uuid.UUID, stay: str, *,
                  joined: bool, watched: bool, watcher: _PublicWatch | None) -> None:
         super().__init__(channel.name, sub)
         self.channel = channel
+        self.presence = channel.kind == "presence"
         self.user_id = user_id
-        self.me = str(user_id)
         self.stay = stay  # its presence row's connection id
         self.joined = joined
         self.watched = watched
         self.watcher = watcher
-        self.key = f"pusher:{channel.kind}"  # every channel of this kind on the topic alike
-        self.frame_key = f"{self.key}:frame"
-        name = channel.name
-        self.encode: Callable[[Event], bytes] = lambda e: event_frame(name, e.type, e.data)
-        self.encode_frame: Callable[[Event], bytes] = lambda e: text_frame(
-            event_frame(name, e.type, e.data))
-        self.encode_whisper: Callable[[Event], bytes] = lambda e: event_frame(
-            name, TYPING_EVENT, e.data)
-        self.encode_whisper_frame: Callable[[Event], bytes] = lambda e: text_frame(
-            event_frame(name, TYPING_EVENT, e.data))
+
+    def encode(self, event: Event) -> bytes:
+        return event_frame(self.channel.name, event.type, event.data)
+
+    def encode_frame(self, event: Event) -> bytes:
+        return text_frame(self.encode(event))
+
+    def encode_whisper(self, event: Event) -> bytes:
+        return event_frame(self.channel.name, TYPING_EVENT, event.data)
+
+    def encode_whisper_frame(self, event: Event) -> bytes:
+        return text_frame(self.encode_whisper(event))
 
 
 class _Refuse(Exception):
@@ -209,8 +214,8 @@ class PusherConnection:
                                authenticated=principal is not None)
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._typing_timer: asyncio.TimerHandle | None = None
-        self._send_lock = anyio.Lock()  # the ASGI path only
         self._writer: FrameWriter | None = frame_writer(websocket.scope)
+        self._send_lock = anyio.Lock() if self._writer is None else None  # the ASGI path
         self._scopes: dict[str, anyio.CancelScope] = {}  # channels being set up
         self._subs = LiveSubscriptions[_Channel](self._deliver, self._release)
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
@@ -351,6 +356,7 @@ class PusherConnection:
     async def _send_asgi(self, frame: bytes) -> None:
         if self._dead:
             raise _Gone
+        assert self._send_lock is not None
         async with self._send_lock:
             with anyio.move_on_after(self.rt.config.send_timeout) as scope:
                 try:
@@ -599,15 +605,16 @@ class PusherConnection:
         """What one event becomes on this channel: payloads, or whole frames (``framed``);
         the event's own is built once for every subscriber of its kind of channel."""
         out: list[bytes] = []
-        presence = live.channel.kind == "presence"
+        presence = live.presence
         if presence and event.type in ("user.online", "user.offline"):
             member = self._member_change(live, event)
             if member is not None:
                 out.append(text_frame(member) if framed else member)
+        key, frame_key = _KEYS[live.channel.kind]
         if framed:
-            out.append(event.encoded(live.frame_key, live.encode_frame))
+            out.append(event.encoded(frame_key, live.encode_frame))
         else:
-            out.append(event.encoded(live.key, live.encode))
+            out.append(event.encoded(key, live.encode))
         if presence and event.type == "user.typing":
             # Echo's `listenForWhisper('typing')` binds `client-typing`: typing from any
             # client (a whisper, /ws, REST) reaches it as one, like a whisper would.
@@ -625,6 +632,9 @@ class PusherConnection:
         if (writer is None or self._dead or writer.write_paused
                 or event.type == "mention.created"):  # needs a query: the drain task's job
             return False
+        if not live.presence:  # the common case, without a list
+            return writer.write_frame(event.encoded(_KEYS[live.channel.kind][1],
+                                                    live.encode_frame))
         first, *rest = self._wire(live, event, framed=True)
         if not writer.write_frame(first):
             return False
@@ -664,7 +674,7 @@ class PusherConnection:
     def _member_change(live: _Channel, event: Event) -> bytes | None:
         payload = event.payload
         member = member_of(payload.get("user")) if isinstance(payload, dict) else None
-        if member is None or member["user_id"] == live.me:
+        if member is None or member["user_id"] == str(live.user_id):
             return None  # Pusher does not tell a member about itself
         if event.type == "user.online":
             return member_added(live.channel.name, member["user_id"], member["user_info"])
@@ -757,6 +767,9 @@ async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> Non
     registry.listen(rt.bridge)
     registry.count += 1
     conn = PusherConnection(rt, registry, websocket, principal)
+    # Every header this endpoint needs has been read; the list would otherwise live as long
+    # as the connection (shared by the scope, Starlette's Headers and uvicorn).
+    websocket.scope["headers"].clear()
     try:
         await websocket.accept()
         await conn.run()

@@ -9,13 +9,18 @@ the comment content, `bench:<n>:<stamp_ns>`, whatever frame carries it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
 
-SYSTEMS = ("courtside", "floor", "naive", "socketio")
+SYSTEMS = ("courtside", "pusher", "floor", "naive", "socketio")
+# The `pusher` system is courtside serving the Pusher protocol (COURTSIDE_PUSHER_APP_*).
+PUSHER_KEY = "bench-key"
+PUSHER_SECRET = "bench-secret"  # noqa: S105 - a throwaway server's, on loopback
 
 _MARKER = re.compile(rb"bench:(\d+):(\d+)")
 
@@ -96,6 +101,42 @@ class Courtside(Dialect):
         return []
 
 
+class Pusher(Dialect):
+    """courtside's Pusher endpoint as pusher-js + Laravel Echo use it: the session's private
+    channel, the bearer token at the handshake, the subscription signed with the app secret
+    (what /broadcasting/auth would answer)."""
+
+    path = f"/app/{PUSHER_KEY}?protocol=7&client=js&version=8.4.0"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.spec.token}"} if self.spec.token else {}
+
+    def on_text(self, payload: bytes) -> list[bytes]:
+        if not payload.startswith(b'{"event":"pusher'):
+            return []  # an event, or a channel's member change
+        frame = orjson.loads(payload)
+        event = frame.get("event")
+        if event == "pusher:connection_established":
+            socket_id = orjson.loads(frame["data"])["socket_id"]
+            channel = "private-sport-session." + self.spec.topic.split(":", 1)[1]
+            signature = hmac.new(PUSHER_SECRET.encode(), f"{socket_id}:{channel}".encode(),
+                                 hashlib.sha256).hexdigest()
+            return [orjson.dumps({"event": "pusher:subscribe", "data": {
+                "channel": channel, "auth": f"{PUSHER_KEY}:{signature}"}})]
+        if event == "pusher_internal:subscription_succeeded":
+            self.ready = True
+        elif event == "pusher:ping":
+            return [b'{"event":"pusher:pong","data":{}}']
+        elif event == "pusher:error":
+            data = frame.get("data")
+            code = str(data.get("code") if isinstance(data, dict) else data)
+            if self.ready:
+                self.notices.append(f"error:{code}")
+            else:
+                self.error = code
+        return []
+
+
 class Floor(Dialect):
     """The floor and the naive bridge: `/ws?topic=...`, the server says `ready` once the
     subscription is registered."""
@@ -134,6 +175,8 @@ class SocketIO(Dialect):
 def make_dialect(system: str, spec: ConnSpec) -> Dialect:
     if system == "courtside":
         return Courtside(spec)
+    if system == "pusher":
+        return Pusher(spec)
     if system in ("floor", "naive"):
         return Floor(spec)
     if system == "socketio":

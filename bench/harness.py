@@ -121,7 +121,7 @@ class Run:
     def server(self, system: str, traced: bool = False) -> AbstractContextManager[Server]:
         """`traced`: under tracemalloc, when this system's profile was asked for."""
         traced_dir = None
-        if traced and system in self.profile_systems and system == "courtside":
+        if traced and system in self.profile_systems and system in ("courtside", "pusher"):
             traced_dir = self.out_dir / "profiles" / f"tracemalloc-{next(self._n)}"
         return servers.running(system, self.db, self.log_dir, traced_dir=traced_dir)
 

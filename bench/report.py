@@ -11,7 +11,8 @@ import orjson
 
 from bench.stats import finite, ratio
 
-_LABELS = {"courtside": "courtside", "floor": "floor (psycopg LISTEN → Starlette loop)",
+_LABELS = {"courtside": "courtside", "pusher": "courtside, Pusher protocol",
+           "floor": "floor (psycopg LISTEN → Starlette loop)",
            "naive": "naive bridge (broadcaster)", "socketio": "Socket.IO + postgres-adapter"}
 
 

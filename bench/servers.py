@@ -1,6 +1,7 @@
 """The systems under test, each run as its own server process on a free loopback port.
 
 - ``courtside``: ``courtside serve --workers 1`` (REST + /ws), configured by environment.
+- ``pusher``: the same, clients on its Pusher protocol endpoint (``/app/{key}``).
 - ``floor``: bench/floor_server.py — a bare psycopg LISTEN loop and a bare Starlette send loop.
 - ``naive``: bench/naive_server.py — encode/broadcaster's Postgres backend + Starlette.
 - ``socketio``: bench/peers/socketio_server.mjs — Socket.IO with @socket.io/postgres-adapter.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from bench import procstat
 from bench.database import BenchDB
+from bench.dialects import PUSHER_KEY, PUSHER_SECRET
 from bench.node import PEERS_DIR, node_binary
 from courtside.pgcluster import free_port
 
@@ -92,7 +94,7 @@ class Server:
 
 
 def _command(system: str, port: int, traced: bool) -> list[str]:
-    if system == "courtside":
+    if system in ("courtside", "pusher"):
         return [sys.executable, "-m", "bench.traced_serve" if traced else "courtside.cli",
                 "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if system == "floor":
@@ -114,8 +116,10 @@ def _environment(system: str, db: BenchDB, port: int) -> dict[str, str]:
         "PORT": str(port),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     })
-    if system == "courtside":
+    if system in ("courtside", "pusher"):
         env.update({
+            "COURTSIDE_PUSHER_APP_KEY": PUSHER_KEY,
+            "COURTSIDE_PUSHER_APP_SECRET": PUSHER_SECRET,
             "COURTSIDE_LOG_LEVEL": "warning",
             # One bench user holds many of the connections (presence would otherwise send
             # every join to every subscriber: N² frames before the measurement starts).
@@ -132,7 +136,7 @@ def running(system: str, db: BenchDB, log_dir: Path, timeout: float = 60.0,
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{system}-{port}.log"
-    traced = traced_dir is not None and system == "courtside"
+    traced = traced_dir is not None and system in ("courtside", "pusher")
     env = _environment(system, db, port)
     if traced and traced_dir is not None:
         env["BENCH_TRACEMALLOC_DIR"] = str(traced_dir)

@@ -9,13 +9,24 @@ import os
 import struct
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from api.pusher_protocol import PusherConfig, verify_auth
 from bench import profiling, report, stats
-from bench.dialects import ConnSpec, Dialect, find_marker, make_dialect, marker_content
+from bench.dialects import (
+    PUSHER_KEY,
+    PUSHER_SECRET,
+    ConnSpec,
+    Dialect,
+    find_marker,
+    make_dialect,
+    marker_content,
+)
 from bench.profiles import QUICK, override
 from bench.wsframes import (
     OP_CLOSE,
@@ -122,6 +133,32 @@ def test_socketio_dialect_handshake_and_heartbeat() -> None:
     assert _ready(d)
 
 
+def test_pusher_dialect_signs_its_subscription_as_broadcasting_auth_would() -> None:
+    session = str(uuid.uuid4())
+    d = make_dialect("pusher", ConnSpec(f"session:{session}", token="1|x"))
+    assert d.path.startswith(f"/app/{PUSHER_KEY}?protocol=7")
+    assert d.headers() == {"Authorization": "Bearer 1|x"}
+    established = orjson.dumps({"event": "pusher:connection_established",
+                                "data": orjson.dumps({"socket_id": "123.456"}).decode()})
+    [subscribe] = d.on_text(established)
+    message = orjson.loads(subscribe)
+    channel = f"private-sport-session.{session}"
+    assert message["event"] == "pusher:subscribe"
+    assert message["data"]["channel"] == channel
+    config = PusherConfig(key=PUSHER_KEY, secret=PUSHER_SECRET)
+    assert verify_auth(config, message["data"]["auth"], "123.456", channel, None)
+    assert d.on_text(b'{"event":"comment.created","channel":"x","data":"{}"}') == []
+    assert not _ready(d)
+    d.on_text(orjson.dumps({"event": "pusher_internal:subscription_succeeded",
+                            "channel": channel, "data": "{}"}))
+    assert _ready(d)
+    assert d.on_text(b'{"event":"pusher:ping","data":{}}') == [
+        b'{"event":"pusher:pong","data":{}}']
+    refused = make_dialect("pusher", ConnSpec(f"session:{session}"))
+    refused.on_text(b'{"event":"pusher:error","data":{"code":4009,"message":"no"}}')
+    assert refused.error == "4009"
+
+
 def test_floor_dialect() -> None:
     d = make_dialect("floor", ConnSpec("session:a b"))
     assert d.path == "/ws?topic=session%3Aa%20b"
@@ -183,7 +220,8 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
     assert (tmp_path / "quick-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "quick.json").read_text())
     unavailable = results["meta"]["unavailable"]
-    systems = [s for s in ("courtside", "floor", "naive", "socketio") if s not in unavailable]
+    systems = [s for s in ("courtside", "pusher", "floor", "naive", "socketio")
+               if s not in unavailable]
     scen = results["scenarios"]
     assert set(scen) == {"writes", "latency", "fanout", "connections", "resume"}
 

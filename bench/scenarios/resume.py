@@ -29,7 +29,10 @@ def run(r: Run) -> dict[str, Any]:
                                         "sessions": p.resume_sessions,
                                         "behind": p.resume_behind}, "systems": {}}
     for system in r.systems:
-        if system != "courtside":
+        if system == "pusher":
+            out["systems"][system] = {"skipped": "Pusher's protocol has no resume (clients "
+                                                 "reload by REST)"}
+        elif system != "courtside":
             out["systems"][system] = {"skipped": "no resume: events missed while away are "
                                                  "lost"}
     if not r.runnable("courtside"):
