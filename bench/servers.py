@@ -132,7 +132,7 @@ def _environment(system: str, db: BenchDB, port: int) -> dict[str, str]:
 def running(system: str, db: BenchDB, log_dir: Path, timeout: float = 60.0,
             traced_dir: Path | None = None) -> Iterator[Server]:
     """Start `system`, wait until GET /readyz answers 200, stop it on exit. With
-    `traced_dir` (courtside only) it runs under tracemalloc (see bench/traced_serve.py)."""
+    `traced_dir` (courtside and pusher) it runs under tracemalloc (see bench/traced_serve.py)."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{system}-{port}.log"
