@@ -36,9 +36,9 @@ class Subscription:
     bytes) may `set_sink`: while it is parked in ``__anext__`` (or `detach`-ed) with nothing
     left to read, the fan-out hands events to the sink directly — no queue, no task wake-up.
     An event the sink declines (returns False) goes to the queue as before and wakes the
-    consumer (or calls its ``on_wake``); from then
-    on everything is queued until the consumer has emptied the queue and parked again, so
-    order is kept. Resets and cut-offs always go through the iterator.
+    consumer (or calls its ``on_wake``); from then on everything is queued until the consumer
+    has emptied the queue and parked again, so order is kept. Resets and cut-offs always go
+    through the iterator.
     """
 
     def __init__(self, topic: str, since: int | None, queue: BoundedQueue, reader: LogReader,
