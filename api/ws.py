@@ -87,6 +87,11 @@ def ws_event_wire_frame(event: Event) -> bytes:
 
 
 class WsConnection:
+    # Slots: the fan-out's sink reads a few of these per delivery, over thousands of them.
+    __slots__ = ("__weakref__", "_close", "_dead", "_expires_at", "_expiry_timer",
+                 "_principal", "_scopes", "_send_lock", "_subs", "_tg", "_typing_timer",
+                 "_writer", "core", "lang", "rt", "socket_id", "ws")
+
     def __init__(self, rt: Realtime, websocket: WebSocket, principal: Principal,
                  lang: Language) -> None:
         self.rt = rt

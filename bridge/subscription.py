@@ -41,6 +41,12 @@ class Subscription:
     through the iterator.
     """
 
+    # Slots: the fan-out reads a few of these per delivery, over thousands of subscriptions.
+    __slots__ = ("__weakref__", "_backlog_upto", "_finished", "_on_cut", "_on_release",
+                 "_on_wake", "_page", "_page_size", "_parked", "_queue", "_reader", "_reason",
+                 "_since", "_sink", "_verify_since", "_wakeup", "last_seq", "start_seq",
+                 "topic")
+
     def __init__(self, topic: str, since: int | None, queue: BoundedQueue, reader: LogReader,
                  page: int) -> None:
         self.topic = topic
