@@ -19,6 +19,7 @@ class Profile:
     # fanout: one session, each size, `fanout_events` comments
     fanout_sizes: tuple[int, ...]
     fanout_events: int
+    fanout_own_floor: tuple[str, ...]  # systems whose legs get a floor just before and after
     # connections: idle sockets on one server process, then broadcasts to them
     connections: int
     connection_broadcasts: int
@@ -41,7 +42,7 @@ QUICK = Profile(
     name="quick", time_limit=115.0, client_agents=2,
     latency_sessions=10, latency_subscribers=20, latency_rates=(100,), latency_duration=2.0,
     latency_rest=True,
-    fanout_sizes=(100, 500), fanout_events=8,
+    fanout_sizes=(100, 500), fanout_events=8, fanout_own_floor=("courtside",),
     connections=500, connection_broadcasts=2,
     write_clients=(1, 8), write_duration=2.0, write_modes=("triggers", "none"),
     write_repeats=1, write_commits=("on",),
@@ -54,6 +55,7 @@ FULL = Profile(
     latency_sessions=10, latency_subscribers=100, latency_rates=(100, 1000),
     latency_duration=10.0, latency_rest=True,
     fanout_sizes=(100, 1000, 5000), fanout_events=20,
+    fanout_own_floor=("courtside", "pusher", "floor", "naive", "socketio"),
     connections=10_000, connection_broadcasts=3,
     write_clients=(1, 4, 8), write_duration=6.0, write_modes=("triggers", "none", "naive"),
     write_repeats=2, write_commits=("on", "off"),

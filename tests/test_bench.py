@@ -243,6 +243,12 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
             leg = scen["fanout"]["systems"][system][f"n={size}"]
             assert leg["lost"] == 0, (system, size, leg)
             assert _positive(leg["server_cpu_per_delivery_us"]), (system, size)
+            if system not in QUICK.fanout_own_floor:
+                continue
+            # Its own floor, measured just before and after it.
+            assert len(leg["socket_floor_runs_us"]) == 2
+            assert all(_positive(us) for us in leg["socket_floor_runs_us"])
+            assert _positive(leg["socket_floor_cpu_per_send_us"])
             assert _positive(leg["commit_to_last_ms"]["p50"]), (system, size)
 
     for system in systems:
