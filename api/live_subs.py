@@ -14,6 +14,7 @@ Stopping is synchronous, so no event follows an unsubscribe or a revocation; the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
@@ -56,6 +57,7 @@ class LiveSubscriptions(Generic[LiveT]):
         self._deliver = deliver
         self._release = release
         self._live: dict[str, LiveT] = {}
+        self._setups: dict[str, anyio.CancelScope] = {}  # being set up, not yet started
         self._ending: list[LiveT] = []  # stopped once the task group had ended
         self.tg: anyio.abc.TaskGroup | None = None  # the connection's, while it runs
 
@@ -65,6 +67,18 @@ class LiveSubscriptions(Generic[LiveT]):
     def get(self, name: str) -> LiveT | None:
         return self._live.get(name)
 
+    @contextlib.contextmanager
+    def setting_up(self, name: str) -> Iterator[None]:
+        """Around a subscription's set-up (in the reader's task): `stop(name)` meanwhile
+        cancels it, and the block ends quietly."""
+        scope = self._setups[name] = anyio.CancelScope()
+        try:
+            with scope:
+                yield
+        finally:
+            if self._setups.get(name) is scope:
+                del self._setups[name]
+
     def start(self, live: LiveT, sink: Sink | None) -> None:
         """The subscription is answered: from now on its events are written, in order."""
         self._live[live.name] = live
@@ -73,11 +87,15 @@ class LiveSubscriptions(Generic[LiveT]):
             live.sub.set_sink(sink)
         self._wake(live)  # its backlog, if any; else the drain detaches at once
 
-    def stop(self, name: str) -> bool:
-        """End it now: nothing more is written. False if it was not running."""
+    def stop(self, name: str) -> None:
+        """End it now (or its set-up), not when a task next runs: nothing more is written,
+        so no event follows an unsubscribe or a revocation."""
+        setup = self._setups.pop(name, None)
+        if setup is not None:
+            setup.cancel()
         live = self._live.pop(name, None)
         if live is None:
-            return False
+            return
         live.stopped = True
         live.sub.set_sink(None)
         if live.scope is not None:
@@ -86,7 +104,6 @@ class LiveSubscriptions(Generic[LiveT]):
             self.tg.start_soon(self._end, live)
         else:
             self._ending.append(live)
-        return True
 
     async def release_all(self) -> None:
         """At the connection's end (its task group is over): release every subscription,

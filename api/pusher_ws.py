@@ -32,11 +32,12 @@ from typing import Any, get_args
 import anyio
 import anyio.abc
 import psycopg
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from api import realtime_auth
 from api.access import can_read_session
 from api.errors import ApiError
+from api.frame_sender import FrameSender, Gone
 from api.live_subs import Live, LiveSubscriptions
 from api.pusher_protocol import (
     TYPING_EVENT,
@@ -64,7 +65,7 @@ from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
-from api.ws_protocol import FrameWriter, frame_writer, text_frame
+from api.ws_protocol import text_frame
 from bridge import Bridge, BridgeError, Control, CutOff, Event, Reset, Subscription
 
 log = logging.getLogger("courtside.pusher")
@@ -168,10 +169,6 @@ class _Refuse(Exception):
         self.message = message
 
 
-class _Gone(Exception):
-    """The socket cannot be written to any more."""
-
-
 class _PublicWatch:
     """A public channel, as the hub sees it: an anonymous reader of the session, so that the
     hub's re-check ends it when the session stops being public (whoever holds it)."""
@@ -198,13 +195,13 @@ class _PublicWatch:
         self._conn.revoke_channel(self._channel, code)
 
 
-class PusherConnection:
+class PusherConnection(FrameSender):
     def __init__(self, rt: Realtime, registry: PusherRegistry, websocket: WebSocket,
                  principal: Principal | None) -> None:
+        super().__init__(websocket, rt.config.send_timeout)
         self.rt = rt
         self.registry = registry
         self.config = config = registry.config
-        self.ws = websocket
         self.socket_id = new_socket_id()
         # The handshake's principal holds a hub slot taken by the endpoint; a bound one, its own.
         self._principal = principal or ANONYMOUS
@@ -214,15 +211,11 @@ class PusherConnection:
                                authenticated=principal is not None)
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._typing_timer: asyncio.TimerHandle | None = None
-        self._writer: FrameWriter | None = frame_writer(websocket.scope)
-        self._send_lock = anyio.Lock() if self._writer is None else None  # the ASGI path
-        self._scopes: dict[str, anyio.CancelScope] = {}  # channels being set up
         self._subs = LiveSubscriptions[_Channel](self._deliver, self._release)
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
         self._stays = 0  # presence rows this connection has made
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[int, str] | None = None
-        self._dead = False
 
     # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
 
@@ -255,7 +248,7 @@ class PusherConnection:
         rest: list[Action] = []
         for action in self.core.revoked(channel, _describe(code)):
             if isinstance(action, Stop):
-                self._stop(action.channel.name)
+                self._subs.stop(action.channel.name)
             else:
                 rest.append(action)
         if rest and self._tg is not None:
@@ -281,6 +274,9 @@ class PusherConnection:
             self.rt.hub.release(self._slot)
             self._slot = None
 
+    def _slow_consumer(self) -> None:
+        self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
+
     def _finish(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
@@ -299,7 +295,7 @@ class PusherConnection:
                     tg.cancel_scope.cancel()
                 self._arm_expiry()
                 # Caught here, not around the task group: it would wrap it in a group.
-                with contextlib.suppress(_Gone):
+                with contextlib.suppress(Gone):
                     await self.send(connection_established(self.socket_id,
                                                            self.config.activity_timeout))
                     await self._read()
@@ -320,54 +316,11 @@ class PusherConnection:
         if self._close is None or self._dead:
             return
         code, reason = self._close
-        with contextlib.suppress(_Gone):
+        with contextlib.suppress(Gone):
             await self.send(error_frame(code, reason))
         self._dead = True
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason[:120])
-
-    async def send(self, payload: bytes) -> None:
-        """Send one text frame carrying ``payload``; `_Gone` if the socket is unusable."""
-        if self._writer is not None:
-            await self._send_frame(text_frame(payload))
-        else:
-            await self._send_asgi(payload)
-
-    async def _send_frame(self, frame: bytes) -> None:
-        # As api/ws.py: written straight to the transport, no lock (writes are synchronous);
-        # a peer whose buffers stay full past send_timeout is dropped.
-        writer = self._writer
-        assert writer is not None
-        if self._dead:
-            raise _Gone
-        if writer.write_paused:
-            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
-                await writer.drained()
-            if scope.cancelled_caught:
-                self._dead = True
-                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
-                raise _Gone
-            if self._dead:
-                raise _Gone
-        if not writer.write_frame(frame):
-            self._dead = True
-            raise _Gone
-
-    async def _send_asgi(self, frame: bytes) -> None:
-        if self._dead:
-            raise _Gone
-        assert self._send_lock is not None
-        async with self._send_lock:
-            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
-                try:
-                    await self.ws.send_text(frame.decode())
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    self._dead = True
-                    raise _Gone from None
-            if scope.cancelled_caught:
-                self._dead = True  # the peer stopped reading: drop it
-                self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
-                raise _Gone
 
     # -- the reader --------------------------------------------------------------------------
 
@@ -390,14 +343,14 @@ class PusherConnection:
         elif isinstance(action, Start):
             await self._open(action.channel, action.binding)
         elif isinstance(action, Stop):
-            self._stop(action.channel.name)
+            self._subs.stop(action.channel.name)
         elif isinstance(action, PublishTyping):
             await self._publish_typing(action)
         elif isinstance(action, Close):
             self._finish(action.code, action.reason)
 
     async def _carry_out(self, actions: list[Action]) -> None:
-        with contextlib.suppress(_Gone):
+        with contextlib.suppress(Gone):
             for action in actions:
                 if isinstance(action, Reply):
                     await self.send(action.frame)
@@ -505,15 +458,13 @@ class PusherConnection:
         answered. What stays is a `_Channel` record, and no task while it is idle."""
         name, topic = channel.name, channel.topic.name
         hub = self.rt.hub
-        scope = anyio.CancelScope()  # `_stop` (unsubscribe, revocation) cancels the set-up
-        self._scopes[name] = scope
         live: _Channel | None = None
         watcher: _PublicWatch | None = None
         watched = joined = False
         user_id = ANONYMOUS.user_id
         stay = self.socket_id
         try:
-            with scope:
+            with self._subs.setting_up(name):  # an unsubscribe or revocation cancels it
                 try:
                     if channel.needs_auth:
                         principal = await self._bind(binding)
@@ -553,16 +504,14 @@ class PusherConnection:
                     if live is None:
                         sub.release()
         except _Refuse as refused:
-            with contextlib.suppress(_Gone):
+            with contextlib.suppress(Gone):
                 await self.send(error_frame(refused.code, refused.message, name))
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("Pusher subscription to %s failed", name, exc_info=True)
-            with contextlib.suppress(_Gone):
+            with contextlib.suppress(Gone):
                 await self.send(error_frame(PusherCode.OVER_CAPACITY,
                                             _describe(ErrorCode.NOT_READY), name))
         finally:
-            if self._scopes.get(name) is scope:
-                del self._scopes[name]
             if live is None:
                 self.core.refused(channel)
                 if watcher is not None:
@@ -576,13 +525,6 @@ class PusherConnection:
             self.core.started(channel)
             sink = functools.partial(self._sink, live) if self._writer is not None else None
             self._subs.start(live, sink)
-
-    def _stop(self, name: str) -> None:
-        # At once, not when a task next runs: no event may follow an unsubscribe.
-        scope = self._scopes.pop(name, None)
-        if scope is not None:
-            scope.cancel()  # a set-up in progress
-        self._subs.stop(name)
 
     async def _release(self, live: _Channel) -> None:
         """`LiveSubscriptions`: the end of a channel that has left the hub."""
@@ -666,7 +608,7 @@ class PusherConnection:
                     self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.NOT_READY))
                 return False
             # A Reset cannot be told in Pusher's protocol: it has no history to resume.
-        except _Gone:
+        except Gone:
             return False
         return True
 

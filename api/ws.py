@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 import anyio
 import anyio.abc
 import psycopg
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from api import realtime_auth
+from api.frame_sender import FrameSender, Gone
 from api.live_subs import Live, LiveSubscriptions
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_http import deny_websocket
@@ -62,7 +63,7 @@ from api.ws_core import (
     StopSubscription,
     WsCore,
 )
-from api.ws_protocol import FrameWriter, frame_writer, text_frame
+from api.ws_protocol import text_frame
 from bridge import BridgeError, CutOff, Event, Reset, Subscription
 
 log = logging.getLogger("courtside.ws")
@@ -86,16 +87,15 @@ def ws_event_wire_frame(event: Event) -> bytes:
     return text_frame(event.encoded("ws", ws_event_frame))
 
 
-class WsConnection:
+class WsConnection(FrameSender):
     # Slots: the fan-out's sink reads a few of these per delivery, over thousands of them.
-    __slots__ = ("__weakref__", "_close", "_dead", "_expires_at", "_expiry_timer",
-                 "_principal", "_scopes", "_send_lock", "_subs", "_tg", "_typing_timer",
-                 "_writer", "core", "lang", "rt", "socket_id", "ws")
+    __slots__ = ("__weakref__", "_close", "_expires_at", "_expiry_timer", "_principal",
+                 "_subs", "_tg", "_typing_timer", "core", "lang", "rt", "socket_id")
 
     def __init__(self, rt: Realtime, websocket: WebSocket, principal: Principal,
                  lang: Language) -> None:
+        super().__init__(websocket, rt.config.send_timeout)
         self.rt = rt
-        self.ws = websocket
         self._principal = principal
         self.lang = lang
         self.socket_id = new_socket_id()
@@ -105,13 +105,9 @@ class WsConnection:
         # parked task per timer costs several KB per connection, a TimerHandle ~100 bytes.
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._typing_timer: asyncio.TimerHandle | None = None
-        self._writer: FrameWriter | None = frame_writer(websocket.scope)
-        self._send_lock = anyio.Lock() if self._writer is None else None
-        self._scopes: dict[str, anyio.CancelScope] = {}  # subscriptions being set up
         self._subs = LiveSubscriptions[_Live](self._deliver, self._release)
         self._tg: anyio.abc.TaskGroup | None = None
         self._close: tuple[CloseCode, str] | None = None
-        self._dead = False  # the socket is gone or unusable: send nothing more
 
     # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
 
@@ -137,7 +133,7 @@ class WsConnection:
         rest: list[Action] = []
         for action in self.core.subscription_revoked(parsed, code):
             if isinstance(action, StopSubscription):
-                self._stop(topic)
+                self._subs.stop(topic)
             else:
                 rest.append(action)
         if rest:
@@ -145,6 +141,9 @@ class WsConnection:
                 self.close_soon(ErrorCode.INTERNAL_ERROR)
             else:
                 self._tg.start_soon(self._carry_out, rest)
+
+    def _slow_consumer(self) -> None:
+        self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
 
     def _finish(self, code: CloseCode, reason: str) -> None:
         if self._close is None:
@@ -184,32 +183,6 @@ class WsConnection:
             with contextlib.suppress(Exception):
                 await self.ws.close(int(code), reason)
 
-    async def send(self, payload: bytes) -> None:
-        """Send one text frame carrying ``payload``; `_Gone` if the socket is unusable."""
-        if self._writer is not None:
-            await self._send_frame(text_frame(payload))
-        else:
-            await self._send_asgi(payload)
-
-    async def _send_frame(self, frame: bytes) -> None:
-        writer = self._writer
-        assert writer is not None
-        if self._dead:
-            raise _Gone
-        if writer.write_paused:
-            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
-                await writer.drained()
-            if scope.cancelled_caught:
-                # The peer stopped reading; its buffers are full. Drop it.
-                self._dead = True
-                self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
-                raise _Gone
-            if self._dead:
-                raise _Gone
-        if not writer.write_frame(frame):
-            self._dead = True
-            raise _Gone
-
     def _sink(self, event: Event) -> bool:
         """`Subscription.set_sink`: runs in the bridge's fan-out, for an idle subscription."""
         if event.origin is not None and event.origin == self.socket_id:
@@ -219,23 +192,6 @@ class WsConnection:
                 or event.type == "mention.created"):  # needs a query: the drain task's job
             return False
         return writer.write_frame(event.encoded("wsf", ws_event_wire_frame))
-
-    async def _send_asgi(self, frame: bytes) -> None:
-        if self._dead:
-            raise _Gone
-        assert self._send_lock is not None
-        async with self._send_lock:
-            with anyio.move_on_after(self.rt.config.send_timeout) as scope:
-                try:
-                    await self.ws.send_text(frame.decode())
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    self._dead = True
-                    raise _Gone from None
-            if scope.cancelled_caught:
-                # The peer stopped reading; its buffers are full. Drop it.
-                self._dead = True
-                self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
-                raise _Gone
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -254,7 +210,7 @@ class WsConnection:
             try:
                 for action in actions:
                     await self._act(action)
-            except _Gone:
+            except Gone:
                 return
 
     async def _act(self, action: Action) -> None:
@@ -263,7 +219,7 @@ class WsConnection:
         elif isinstance(action, StartSubscription):
             await self._subscribe(action.topic, action.since)
         elif isinstance(action, StopSubscription):
-            self._stop(action.topic.name)
+            self._subs.stop(action.topic.name)
         elif isinstance(action, PublishTyping):
             await self._publish_typing(action.topic, action.is_typing)
         elif isinstance(action, Close):
@@ -284,13 +240,11 @@ class WsConnection:
         this one is answered. What stays is a `_Live` record, and no task while it is idle."""
         name = topic.name
         hub = self.rt.hub
-        scope = anyio.CancelScope()  # `_stop` (unsubscribe, revocation) cancels the set-up
-        self._scopes[name] = scope
         hub.watch_topic(self, name)  # before the check: see api/realtime_hub.py
         live: _Live | None = None
         joined = False
         try:
-            with scope:
+            with self._subs.setting_up(name):  # an unsubscribe or revocation cancels it
                 try:
                     await realtime_auth.check_topic(self.rt.pool, self.principal, topic)
                 except AccessDenied as denied:
@@ -319,11 +273,9 @@ class WsConnection:
                         sub.release()
         except (BridgeError, TimeoutError, psycopg.Error):
             log.warning("subscription to %s failed", name, exc_info=True)
-            with contextlib.suppress(_Gone):
+            with contextlib.suppress(Gone):
                 await self.send(error_frame(ErrorCode.NOT_READY, self.lang, name))
         finally:
-            if self._scopes.get(name) is scope:
-                del self._scopes[name]
             if live is None:
                 self.core.subscription_refused(topic)
                 hub.unwatch_topic(self, name)
@@ -337,24 +289,7 @@ class WsConnection:
     async def _deliver(self, live: _Live, item: Event | Reset | CutOff) -> bool:
         """`LiveSubscriptions`: send one item; False once the subscription or the socket
         has ended."""
-        try:
-            return await self._deliver_item(item)
-        except _Gone:
-            return False
-
-    async def _deliver_item(self, item: Event | Reset | CutOff) -> bool:
-        if isinstance(item, Event):
-            if item.origin is not None and item.origin == self.socket_id:
-                return True  # sender exclusion (X-Socket-ID)
-            if item.type == "mention.created" and not await self._may_see_mention(item):
-                return True
-            if self._writer is not None:
-                await self._send_frame(item.encoded("wsf", ws_event_wire_frame))
-            else:
-                await self._send_asgi(item.encoded("ws", ws_event_frame))
-        elif isinstance(item, Reset):
-            await self.send(reset_frame(item.topic, item.seq))
-        else:
+        if isinstance(item, CutOff):
             if item.reason == "overflow":
                 self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
             elif item.reason == "shutdown":
@@ -362,14 +297,20 @@ class WsConnection:
             else:
                 self._finish(CloseCode.TRY_AGAIN_LATER, ErrorCode.NOT_READY.value)
             return False
+        try:
+            if isinstance(item, Reset):
+                await self.send(reset_frame(item.topic, item.seq))
+            elif item.origin is not None and item.origin == self.socket_id:
+                pass  # sender exclusion (X-Socket-ID)
+            elif item.type == "mention.created" and not await self._may_see_mention(item):
+                pass
+            elif self._writer is not None:
+                await self._send_frame(item.encoded("wsf", ws_event_wire_frame))
+            else:
+                await self._send_asgi(item.encoded("ws", ws_event_frame))
+        except Gone:
+            return False
         return True
-
-    def _stop(self, topic: str) -> None:
-        # At once, not when a task next runs: no event may follow "unsubscribed".
-        scope = self._scopes.pop(topic, None)
-        if scope is not None:
-            scope.cancel()  # a set-up in progress
-        self._subs.stop(topic)
 
     async def _release(self, live: _Live) -> None:
         """`LiveSubscriptions`: the end of a subscription that has left the hub."""
@@ -404,7 +345,7 @@ class WsConnection:
 
     async def _carry_out(self, actions: list[Action]) -> None:
         """What a revocation or an expired typing indicator leaves to do that awaits."""
-        with contextlib.suppress(_Gone):
+        with contextlib.suppress(Gone):
             for action in actions:
                 if isinstance(action, PublishTyping):
                     await self._publish_typing(action.topic, action.is_typing)
@@ -446,10 +387,6 @@ class _Live(Live):
         super().__init__(topic.name, sub)
         self.topic = topic
         self.joined = joined  # holds a presence row to leave
-
-
-class _Gone(Exception):
-    """The socket cannot be written to any more."""
 
 
 async def ws_endpoint(websocket: WebSocket) -> None:

@@ -21,19 +21,27 @@ def comment(dsn: str, session_id: object, user_id: object, n: int = 1) -> None:
                          " content) VALUES (%s, %s, %s)", (session_id, user_id, f"s{i}"))
 
 
-async def test_sink_takes_events_while_idle_and_the_queue_keeps_order(db: str) -> None:
-    [(topic, sid, uid)] = topics_of(db, 1)
-    taken: list[int] = []
-    got: list[int] = []
-    decline = False
-    hold = anyio.Event()
+class Sink:
+    """Takes every event (recording its seq), or, while `decline`, none."""
 
-    def sink(event: Event) -> bool:
-        if decline:
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+        self.decline = False
+
+    def __call__(self, event: Event) -> bool:
+        if self.decline:
             return False
         assert event.seq is not None
-        taken.append(event.seq)
+        self.taken.append(event.seq)
         return True
+
+
+async def test_sink_takes_events_while_idle_and_the_queue_keeps_order(db: str) -> None:
+    [(topic, sid, uid)] = topics_of(db, 1)
+    sink = Sink()
+    taken = sink.taken
+    got: list[int] = []
+    hold = anyio.Event()
 
     async with running(db) as bridge, anyio.create_task_group() as tg, \
             bridge.subscribe(topic) as sub:
@@ -53,10 +61,10 @@ async def test_sink_takes_events_while_idle_and_the_queue_keeps_order(db: str) -
         assert got == []
         assert sub.last_seq == 3
 
-        decline = True
+        sink.decline = True
         await anyio.to_thread.run_sync(comment, db, sid, uid)
         await wait_for(lambda: got == [4], 5, "4 through the queue")
-        decline = False
+        sink.decline = False
         await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
         await wait_for(lambda: sub.queued == 2, 5, "5 and 6 queued behind 4")
         assert taken == [1, 2, 3]
@@ -99,16 +107,9 @@ async def test_a_detached_consumer_is_woken_once_for_what_the_sink_declines(db: 
     on_wake once; iterating again delivers it, and the consumer can detach again."""
     [(topic, sid, uid)] = topics_of(db, 1)
     await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
-    taken: list[int] = []
+    sink = Sink()
+    taken = sink.taken
     wakes = 0
-    decline = False
-
-    def sink(event: Event) -> bool:
-        if decline:
-            return False
-        assert event.seq is not None
-        taken.append(event.seq)
-        return True
 
     def on_wake() -> None:
         nonlocal wakes
@@ -123,12 +124,12 @@ async def test_a_detached_consumer_is_woken_once_for_what_the_sink_declines(db: 
         await wait_for(lambda: taken == [3], 5, "3 through the sink, detached")
         assert wakes == 0
 
-        decline = True
+        sink.decline = True
         await anyio.to_thread.run_sync(comment, db, sid, uid, 2)
         await wait_for(lambda: sub.queued == 2, 5, "4 declined, 5 queued behind it")
         assert wakes == 1  # once, not once per event
         assert sub.detach(on_wake) is False  # something to read
-        decline = False
+        sink.decline = False
         assert await next_seqs(sub, 2) == [4, 5]
         assert sub.detach(on_wake) is True
         await anyio.to_thread.run_sync(comment, db, sid, uid)
