@@ -20,6 +20,7 @@ class Profile:
     fanout_sizes: tuple[int, ...]
     fanout_events: int
     fanout_own_floor: tuple[str, ...]  # systems whose legs get a floor just before and after
+    fanout_blocks: int  # a leg's events in this many blocks, a floor between each two
     # connections: idle sockets on one server process, then broadcasts to them
     connections: int
     connection_broadcasts: int
@@ -43,6 +44,7 @@ QUICK = Profile(
     latency_sessions=10, latency_subscribers=20, latency_rates=(100,), latency_duration=2.0,
     latency_rest=True,
     fanout_sizes=(100, 500), fanout_events=8, fanout_own_floor=("courtside",),
+    fanout_blocks=2,
     connections=500, connection_broadcasts=2,
     write_clients=(1, 8), write_duration=2.0, write_modes=("triggers", "none"),
     write_repeats=1, write_commits=("on",),
@@ -54,8 +56,8 @@ FULL = Profile(
     name="full", time_limit=2400.0, client_agents=4,
     latency_sessions=10, latency_subscribers=100, latency_rates=(100, 1000),
     latency_duration=10.0, latency_rest=True,
-    fanout_sizes=(100, 1000, 5000), fanout_events=20,
-    fanout_own_floor=("courtside", "pusher", "floor", "naive", "socketio"),
+    fanout_sizes=(100, 1000, 5000), fanout_events=30,
+    fanout_own_floor=("courtside", "pusher", "floor", "naive", "socketio"), fanout_blocks=3,
     connections=10_000, connection_broadcasts=3,
     write_clients=(1, 4, 8), write_duration=6.0, write_modes=("triggers", "none", "naive"),
     write_repeats=2, write_commits=("on", "off"),

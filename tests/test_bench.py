@@ -28,6 +28,7 @@ from bench.dialects import (
     marker_content,
 )
 from bench.profiles import QUICK, override
+from bench.scenarios import fanout
 from bench.wsframes import (
     OP_CLOSE,
     OP_PING,
@@ -190,6 +191,23 @@ def test_profile_summary_drops_shared_frames(tmp_path: Path) -> None:
     assert [name for name, _ in summary["inclusive"]] == ["send (b.py)", "wake (c.py)"]
 
 
+def test_fanout_blocks_split_every_event_once() -> None:
+    assert fanout._blocks(30, 3) == [10, 10, 10]
+    assert fanout._blocks(8, 3) == [3, 3, 2]
+    assert fanout._blocks(2, 3) == [1, 1]  # never an empty block
+    assert fanout._blocks(5, 0) == [5]
+
+
+def test_fanout_ratio_is_the_median_of_the_blocks_else_the_mean() -> None:
+    leg = {"server_cpu_per_delivery_us": 30.0, "socket_floor_cpu_per_send_us": 10.0,
+           "ratio_to_floor": 2.5, "ratio_to_floor_range": [2.0, 4.0],
+           "blocks": [{}, {}, {}]}
+    assert report._leg_ratio({}, "n=10", leg) == 2.5
+    assert "median of 3 blocks" in report._leg_ratio_note(leg)
+    older = {"server_cpu_per_delivery_us": 30.0, "socket_floor_cpu_per_send_us": 10.0}
+    assert report._leg_ratio({}, "n=10", older) == 3.0
+
+
 def test_profile_overrides() -> None:
     p = override(QUICK, ["fanout_sizes=10,20", "connections=7", "latency_duration=0.5"])
     assert (p.fanout_sizes, p.connections, p.latency_duration) == ((10, 20), 7, 0.5)
@@ -245,10 +263,19 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
             assert _positive(leg["server_cpu_per_delivery_us"]), (system, size)
             if system not in QUICK.fanout_own_floor:
                 continue
-            # Its own floor, measured just before and after it.
-            assert len(leg["socket_floor_runs_us"]) == 2
+            # Its events in blocks, a floor before the first and after each; its ratio is
+            # the median of the blocks'.
+            blocks = leg["blocks"]
+            assert len(blocks) == QUICK.fanout_blocks
+            assert sum(b["events"] for b in blocks) == QUICK.fanout_events
+            assert sum(b["deliveries"] for b in blocks) == leg["received"]
+            assert len(leg["socket_floor_runs_us"]) == QUICK.fanout_blocks + 1
             assert all(_positive(us) for us in leg["socket_floor_runs_us"])
             assert _positive(leg["socket_floor_cpu_per_send_us"])
+            ratios = sorted(b["ratio"] for b in blocks)
+            assert all(_positive(x) for x in ratios)
+            assert leg["ratio_to_floor_range"] == [ratios[0], ratios[-1]]
+            assert ratios[0] <= leg["ratio_to_floor"] <= ratios[-1]
             assert _positive(leg["commit_to_last_ms"]["p50"]), (system, size)
 
     for system in systems:

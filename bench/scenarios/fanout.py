@@ -1,10 +1,13 @@
 """Scenario `fanout`: one session with N subscribers; commit → last receipt, and the server's
 CPU time per delivered message, beside the plain-socket floor measured at the same N.
 
-The floor is measured once per N for its own rows, and again just before and just after each
-system's leg at that N (`fanout_own_floor`: every system in full mode, courtside in quick):
-a 2-core machine shared with other work drifts by a third within minutes, and a ratio is only
-as good as the time between its two terms. Such a leg's ratio uses the mean of its two.
+The floor is measured once per N for its own rows, and again inside each system's leg at
+that N (`fanout_own_floor`: every system in full mode, courtside in quick), with the
+subscribers connected: the leg's events run in `fanout_blocks` blocks, a floor before the
+first and after each. A 2-core machine shared with other work drifts by a third within
+seconds (five floors in one minute: 8.4–12.6 µs per send), so each block is judged against
+the mean of the two floors around it, and the leg's ratio is the median of its blocks'
+(their range is kept beside it).
 
 Closed loop: one comment is committed, every subscriber receives it, then the next one — so
 each event's fan-out is measured alone. The server's idle CPU (timers, heartbeats), taken
@@ -13,6 +16,7 @@ over a quiet second before, is subtracted from its CPU during the events.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import defaultdict
 from typing import Any
@@ -22,7 +26,7 @@ from bench.database import SessionFx, make_sessions
 from bench.dialects import SYSTEMS
 from bench.harness import BenchError, Run, subscriber_specs
 from bench.servers import Server
-from bench.stats import latency_summary, percentile
+from bench.stats import latency_summary, percentile, ratio
 
 _DISTINCT_USERS_SMALL = 100  # up to 1000 subscribers: 100 distinct users
 _DISTINCT_USERS_LARGE = 10  # beyond: 10 (presence sends each user's arrival to everyone)
@@ -32,7 +36,8 @@ def run(r: Run) -> dict[str, Any]:
     p = r.profile
     session = make_sessions(r.db, 1, _DISTINCT_USERS_SMALL)[0]
     out: dict[str, Any] = {"workload": {"sizes": list(p.fanout_sizes),
-                                        "events": p.fanout_events},
+                                        "events": p.fanout_events,
+                                        "blocks": p.fanout_blocks},
                            "socket_floor": {}, "systems": {}}
     for size in p.fanout_sizes:
         with r.leg(out["socket_floor"], f"n={size}") as entry:
@@ -49,17 +54,11 @@ def run(r: Run) -> dict[str, Any]:
                 for size in p.fanout_sizes:
                     with r.leg(per_size, f"n={size}") as entry:
                         own_floor = system in p.fanout_own_floor
-                        r.need((10 + size / 250 if own_floor else 4 + size / 500)
+                        floors = p.fanout_blocks + 1 if own_floor else 0
+                        r.need(4 + size / 500 + floors * (1 + size / 1500)
                                + p.fanout_events * (0.1 + size / 5000),
                                f"fanout/{system} n={size}")
-                        runs = []
-                        if own_floor:
-                            runs.append(_floor_us(size, p.socket_floor_rounds))
-                        _size(r, system, server, session, size, entry)
-                        if own_floor:
-                            runs.append(_floor_us(size, p.socket_floor_rounds))
-                            entry["socket_floor_runs_us"] = runs
-                            entry["socket_floor_cpu_per_send_us"] = sum(runs) / len(runs)
+                        _size(r, system, server, session, size, own_floor, entry)
     return out
 
 
@@ -68,8 +67,14 @@ def _floor_us(size: int, rounds: int) -> float:
     return us
 
 
+def _blocks(events: int, blocks: int) -> list[int]:
+    """`events` split into `blocks` near-equal counts, none empty."""
+    blocks = max(1, min(blocks, events))
+    return [events // blocks + (1 if k < events % blocks else 0) for k in range(blocks)]
+
+
 def _size(r: Run, system: str, server: Server, session: SessionFx, size: int,
-          entry: dict[str, Any]) -> None:
+          own_floor: bool, entry: dict[str, Any]) -> None:
     p = r.profile
     distinct = _DISTINCT_USERS_SMALL if size <= 1000 else _DISTINCT_USERS_LARGE
     specs = subscriber_specs(session, size, distinct)
@@ -91,13 +96,33 @@ def _size(r: Run, system: str, server: Server, session: SessionFx, size: int,
         idle_rate = (server.cpu() - idle0) / (time.monotonic() - t0)
         r.reset()
         first = None
+        floors: list[float] = []
+        blocks: list[dict[str, Any]] = []
+        cpu = 0.0
+        received = 0
         with r.profiled(server, f"fanout-{system}-n{size}"):
-            cpu0, t0 = server.cpu(), time.monotonic()
-            for e in range(p.fanout_events):
-                n, _ = r.insert(targets, 1)
-                first = n if first is None else first
-                r.wait_received(size * (e + 1), timeout=30, quiet=3.0)
-            cpu = server.cpu() - cpu0 - idle_rate * (time.monotonic() - t0)
+            if own_floor:
+                floors.append(_floor_us(size, p.socket_floor_rounds))
+            for count in _blocks(p.fanout_events, p.fanout_blocks):
+                cpu0, t0 = server.cpu(), time.monotonic()
+                done = received
+                for _ in range(count):
+                    n, _ = r.insert(targets, 1)
+                    first = n if first is None else first
+                    done += size
+                    got_now = r.wait_received(done, timeout=30, quiet=3.0)
+                block_cpu = server.cpu() - cpu0 - idle_rate * (time.monotonic() - t0)
+                block = {"events": count, "deliveries": got_now - received, "cpu_s": block_cpu,
+                         "cpu_per_delivery_us": (block_cpu / (got_now - received) * 1e6
+                                                 if got_now > received else None)}
+                cpu += block_cpu
+                received = got_now
+                if own_floor:
+                    floors.append(_floor_us(size, p.socket_floor_rounds))
+                    block["socket_floor_us"] = (floors[-2] + floors[-1]) / 2
+                    block["ratio"] = ratio(block["cpu_per_delivery_us"],
+                                           block["socket_floor_us"])
+                blocks.append(block)
         got = r.received()
     finally:
         r.close_all()
@@ -121,4 +146,13 @@ def _size(r: Run, system: str, server: Server, session: SessionFx, size: int,
         "deliveries_per_s": percentile(rates, 50) if rates else None,
         "server_cpu_s": cpu, "server_idle_cpu_per_s": idle_rate,
         "server_cpu_per_delivery_us": cpu / len(latencies) * 1e6 if latencies else None,
+        "blocks": blocks,
     })
+    if own_floor:
+        ratios = sorted(b["ratio"] for b in blocks if b.get("ratio") is not None)
+        entry.update({
+            "socket_floor_runs_us": floors,
+            "socket_floor_cpu_per_send_us": sum(floors) / len(floors),
+            "ratio_to_floor": statistics.median(ratios) if ratios else None,
+            "ratio_to_floor_range": [ratios[0], ratios[-1]] if ratios else None,
+        })
