@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from api.pusher_protocol import PusherConfig, verify_auth
 from bench import profiling, report, stats
+from bench.database import BenchDB, make_sessions
 from bench.dialects import (
     PUSHER_KEY,
     PUSHER_SECRET,
@@ -27,6 +29,7 @@ from bench.dialects import (
     make_dialect,
     marker_content,
 )
+from bench.harness import WARM_UP_COMMITS, Run
 from bench.profiles import QUICK, override
 from bench.scenarios import fanout
 from bench.wsframes import (
@@ -213,6 +216,32 @@ def test_profile_overrides() -> None:
     assert (p.fanout_sizes, p.connections, p.latency_duration) == ((10, 20), 7, 0.5)
     with pytest.raises(ValueError, match="expected FIELD=VALUE"):
         override(QUICK, ["nope=1"])
+
+
+def test_closed_loop_inserts_share_one_warmed_connection(db: str, tmp_path: Path) -> None:
+    bench_db = BenchDB(db, db, "", None, None)
+    run = Run(QUICK, [], bench_db, tmp_path, 60.0, {})
+    session = make_sessions(bench_db, 1, 1)[0]
+    targets = [[session.id, session.users[0]]]
+    try:
+        first, stamps = run.insert(targets, 2)
+        second, more = run.insert(targets, 1)
+        with psycopg.connect(db, autocommit=True) as conn:
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+            warm_ups = conn.execute("SELECT count(*) FROM sport_session_comments"
+                                    " WHERE content = 'bench warm-up'").fetchone()
+            marked = conn.execute("SELECT count(*) FROM sport_session_comments"
+                                  " WHERE sport_session_id = %s AND content LIKE 'bench:%%'",
+                                  (session.id,)).fetchone()
+    finally:
+        run.stop_agents()
+    assert (first, second) == (1, 3)
+    assert set(stamps) | set(more) == {1, 2, 3}
+    assert others == (1,)  # one connection for every insert
+    assert warm_ups == (WARM_UP_COMMITS,)  # warmed up once, outside the measured session
+    assert marked == (3,)
 
 
 # -- a real quick run --------------------------------------------------------------------------
