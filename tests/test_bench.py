@@ -3,6 +3,7 @@ produce files and finite, positive numbers (never a judgement of the machine's s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from api.pusher_protocol import PusherConfig, verify_auth
-from bench import profiling, report, stats
+from bench import profiling, report, stats, writers
 from bench.database import BenchDB, make_sessions
 from bench.dialects import (
     PUSHER_KEY,
@@ -242,6 +243,23 @@ def test_closed_loop_inserts_share_one_warmed_connection(db: str, tmp_path: Path
     assert others == (1,)  # one connection for every insert
     assert warm_ups == (WARM_UP_COMMITS,)  # warmed up once, outside the measured session
     assert marked == (3,)
+
+
+def test_sql_writer_lanes_warm_up_before_the_clock_starts(db: str) -> None:
+    bench_db = BenchDB(db, db, "", None, None)
+    target, quiet = make_sessions(bench_db, 2, 1)
+    plan = {"mode": "sql", "rate": 200, "count": 10, "start_n": 1, "lanes": 2,
+            "targets": [[target.id, target.users[0], ""]], "dsn": db,
+            "warm_target": [quiet.id, quiet.users[0]]}
+    result = asyncio.run(writers.write(plan))
+    assert result["sent"] == 10
+    assert result["errors"] == 0
+    assert result["elapsed"] >= 9 / 200  # paced: event i is due i / rate after the start
+    with psycopg.connect(db, autocommit=True) as conn:
+        rows = conn.execute("SELECT sport_session_id, count(*) FROM sport_session_comments"
+                            " GROUP BY 1").fetchall()
+    assert dict(rows) == {uuid.UUID(quiet.id): 2 * writers.WARM_UP_COMMITS,
+                          uuid.UUID(target.id): 10}
 
 
 # -- a real quick run --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def run(r: Run) -> dict[str, Any]:
     most_per_session = max(p.latency_rates) * p.latency_duration / p.latency_sessions
     users = max(p.latency_subscribers, math.ceil(most_per_session / _REST_PER_USER) + 1)
     sessions = make_sessions(r.db, p.latency_sessions, users)
+    quiet = make_sessions(r.db, 1, 1)[0]  # where the SQL writers warm up; nobody listens
     # Event i goes to session i % S, as user (i // S) % users.
     targets = [[s.id, s.users[u], s.tokens[u]] for u in range(users) for s in sessions]
     out: dict[str, Any] = {
@@ -45,12 +46,13 @@ def run(r: Run) -> dict[str, Any]:
             legs = len(p.latency_rates) * (2 if system == "courtside" and p.latency_rest else 1)
             r.need(8 + legs * (p.latency_duration + 4), f"latency/{system}")
             with r.server(system) as server:
-                _system(r, system, server, sessions, targets, entry)
+                _system(r, system, server, sessions, targets, [quiet.id, quiet.users[0]],
+                        entry)
     return out
 
 
 def _system(r: Run, system: str, server: Server, sessions: list[SessionFx],
-            targets: list[list[str]], entry: dict[str, Any]) -> None:
+            targets: list[list[str]], warm_target: list[str], entry: dict[str, Any]) -> None:
     p = r.profile
     subs = p.latency_subscribers
     specs = [spec for s in sessions for spec in subscriber_specs(s, subs, subs)]
@@ -62,15 +64,15 @@ def _system(r: Run, system: str, server: Server, sessions: list[SessionFx],
         entry["connect_s"] = connected["seconds"]
         time.sleep(0.5)  # presence and join traffic settles
         # Warm-up: every code path runs once before anything is measured.
-        _measure(r, server, targets, rate=50, duration=len(sessions) * 2 / 50, mode="sql",
-                 subs=subs, profile=False)
+        _measure(r, server, targets, warm_target, rate=50, duration=len(sessions) * 2 / 50,
+                 mode="sql", subs=subs, profile=False)
         for rate in p.latency_rates:
             modes = ["sql", "rest"] if system == "courtside" and p.latency_rest else ["sql"]
             for mode in modes:
                 with r.leg(entry, f"{mode}@{rate}") as leg:
                     r.need(p.latency_duration + 4, f"latency/{system}/{mode}@{rate}")
-                    leg.update(_measure(r, server, targets, rate, p.latency_duration, mode,
-                                        subs))
+                    leg.update(_measure(r, server, targets, warm_target, rate,
+                                        p.latency_duration, mode, subs))
                 if "error" in entry[f"{mode}@{rate}"]:
                     return  # the agents were restarted: these connections are gone
         got = r.received(samples=False)
@@ -80,8 +82,9 @@ def _system(r: Run, system: str, server: Server, sessions: list[SessionFx],
         r.close_all()
 
 
-def _measure(r: Run, server: Server, targets: list[list[str]], rate: float, duration: float,
-             mode: str, subs: int, profile: bool = True) -> dict[str, Any]:
+def _measure(r: Run, server: Server, targets: list[list[str]], warm_target: list[str],
+             rate: float, duration: float, mode: str, subs: int,
+             profile: bool = True) -> dict[str, Any]:
     count = max(1, round(rate * duration))
     first = r.next_events(count)
     lanes = max(2, math.ceil(rate / 100))
@@ -91,7 +94,8 @@ def _measure(r: Run, server: Server, targets: list[list[str]], rate: float, dura
         cpu0 = server.cpu()
         pg0 = r.db.postgres_cpu()
         written = r.write({"mode": mode, "rate": rate, "count": count, "start_n": first,
-                           "lanes": lanes, "targets": targets, "dsn": r.db.dsn,
+                           "lanes": lanes, "targets": targets, "warm_target": warm_target,
+                           "dsn": r.db.dsn,
                            "base_url": server.base_url, "give_up": duration * 2 + 5},
                       timeout=duration * 2 + 90)
         expected = written["sent"] * subs
