@@ -236,10 +236,15 @@ class Run:
         conn = self._insert_conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
-        conn = self._insert_conn = psycopg.connect(self.db.dsn, autocommit=True)
         quiet = make_sessions(self.db, 1, 1)[0]  # a session nobody subscribes to
-        for _ in range(WARM_UP_COMMITS):
-            conn.execute(INSERT, (quiet.id, quiet.users[0], "bench warm-up"))
+        conn = psycopg.connect(self.db.dsn, autocommit=True)
+        try:
+            for _ in range(WARM_UP_COMMITS):
+                conn.execute(INSERT, (quiet.id, quiet.users[0], "bench warm-up"))
+        except BaseException:
+            conn.close()
+            raise
+        self._insert_conn = conn
         return conn
 
     @contextlib.contextmanager
