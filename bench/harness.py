@@ -25,7 +25,7 @@ from bench.database import BenchDB, SessionFx, make_sessions
 from bench.dialects import marker_content
 from bench.profiles import Profile
 from bench.servers import Server
-from bench.writers import INSERT
+from bench.writers import INSERT, WARM_UP_COMMITS, WARM_UP_CONTENT
 
 
 class BenchError(RuntimeError):
@@ -58,9 +58,6 @@ class Received:
                 ev.append(n)
                 lat.append(v)
         return ev, lat
-
-
-WARM_UP_COMMITS = 10
 
 
 class Run:
@@ -229,10 +226,9 @@ class Run:
         return first, stamps
 
     def _warm_connection(self) -> psycopg.Connection[Any]:
-        """One connection for every `insert`, warmed up. A backend's first commits here
-        load its caches, compile and plan the trigger functions and set up its NOTIFY (~13,
-        then ~2 ms each, against ~1 ms warm), which a new connection per event would put
-        inside every measured commit → receipt."""
+        """One connection for every `insert`, warmed up (bench/writers.py): a new
+        connection per event would put its cold first commits inside every measured
+        commit → receipt."""
         conn = self._insert_conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -240,7 +236,7 @@ class Run:
         conn = psycopg.connect(self.db.dsn, autocommit=True)
         try:
             for _ in range(WARM_UP_COMMITS):
-                conn.execute(INSERT, (quiet.id, quiet.users[0], "bench warm-up"))
+                conn.execute(INSERT, (quiet.id, quiet.users[0], WARM_UP_CONTENT))
         except BaseException:
             conn.close()
             raise

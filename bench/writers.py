@@ -5,10 +5,8 @@ not given a gentler load. Each writer stamps the wall clock immediately before t
 statement that commits (an autocommit INSERT: the trigger flush and the COMMIT run inside
 it) and puts the stamp in the comment content, where every receiver can read it.
 
-SQL lanes connect and warm up first — a few commits to a session nobody subscribes to
-(``warm_target``): a backend's first commits compile and plan the trigger functions and set
-up its NOTIFY (~13 ms, then ~2 ms each, against ~1 ms warm) — and the clock starts once
-every lane is ready.
+SQL lanes connect and warm up first (`WARM_UP_COMMITS` to ``warm_target``), and the clock
+starts once every lane is ready.
 """
 
 from __future__ import annotations
@@ -24,7 +22,11 @@ from bench.dialects import marker_content
 
 INSERT = ("INSERT INTO sport_session_comments (sport_session_id, user_id, content)"
           " VALUES (%s, %s, %s)")
+# A backend's first commits compile and plan the trigger functions and set up its NOTIFY
+# (~13 ms, then ~2 ms each, against ~1 ms warm): a connection that commits measured events
+# first commits this many to a session nobody subscribes to.
 WARM_UP_COMMITS = 10
+WARM_UP_CONTENT = "bench warm-up"
 
 
 async def write(plan: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +74,7 @@ async def write(plan: dict[str, Any]) -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(plan["dsn"], autocommit=True) as conn:
             if warm_target is not None:
                 for _ in range(WARM_UP_COMMITS):
-                    await conn.execute(INSERT, (*warm_target, "bench warm-up"))
+                    await conn.execute(INSERT, (*warm_target, WARM_UP_CONTENT))
             await start_together()
             for i in range(lane, count, lanes):
                 if not await pace(i):

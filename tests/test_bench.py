@@ -30,7 +30,7 @@ from bench.dialects import (
     make_dialect,
     marker_content,
 )
-from bench.harness import WARM_UP_COMMITS, Run
+from bench.harness import Run
 from bench.profiles import QUICK, override
 from bench.scenarios import fanout
 from bench.wsframes import (
@@ -232,7 +232,7 @@ def test_closed_loop_inserts_share_one_warmed_connection(db: str, tmp_path: Path
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
             warm_ups = conn.execute("SELECT count(*) FROM sport_session_comments"
-                                    " WHERE content = 'bench warm-up'").fetchone()
+                                    " WHERE content = %s", (writers.WARM_UP_CONTENT,)).fetchone()
             marked = conn.execute("SELECT count(*) FROM sport_session_comments"
                                   " WHERE sport_session_id = %s AND content LIKE 'bench:%%'",
                                   (session.id,)).fetchone()
@@ -241,7 +241,7 @@ def test_closed_loop_inserts_share_one_warmed_connection(db: str, tmp_path: Path
     assert (first, second) == (1, 3)
     assert set(stamps) | set(more) == {1, 2, 3}
     assert others == (1,)  # one connection for every insert
-    assert warm_ups == (WARM_UP_COMMITS,)  # warmed up once, outside the measured session
+    assert warm_ups == (writers.WARM_UP_COMMITS,)  # warmed up once, outside the session
     assert marked == (3,)
 
 
@@ -258,8 +258,14 @@ def test_sql_writer_lanes_warm_up_before_the_clock_starts(db: str) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
         rows = conn.execute("SELECT sport_session_id, count(*) FROM sport_session_comments"
                             " GROUP BY 1").fetchall()
+        last_warm_up = conn.execute(
+            "SELECT max(created_at) FROM sport_session_comments WHERE sport_session_id = %s",
+            (quiet.id,)).fetchone()
     assert dict(rows) == {uuid.UUID(quiet.id): 2 * writers.WARM_UP_COMMITS,
                           uuid.UUID(target.id): 10}
+    # Every lane's warm-up committed before the first measured event was stamped.
+    assert last_warm_up is not None
+    assert last_warm_up[0].timestamp() * 1e9 < min(stamp for _, stamp in result["stamps"])
 
 
 # -- a real quick run --------------------------------------------------------------------------
