@@ -173,6 +173,8 @@ class _PublicWatch:
     """A public channel, as the hub sees it: an anonymous reader of the session, so that the
     hub's re-check ends it when the session stops being public (whoever holds it)."""
 
+    transport = "pusher"
+
     def __init__(self, conn: PusherConnection, channel: Channel) -> None:
         self._conn = conn
         self._channel = channel
@@ -196,6 +198,8 @@ class _PublicWatch:
 
 
 class PusherConnection(FrameSender):
+    transport = "pusher"
+
     def __init__(self, rt: Realtime, registry: PusherRegistry, websocket: WebSocket,
                  principal: Principal | None) -> None:
         super().__init__(websocket, rt.config.send_timeout)

@@ -7,7 +7,7 @@ Used by `courtside serve` (and the tests) as::
 
 The lifespan starts one Bridge (one LISTEN connection) per process and the hub that acts on
 its control notifications. Routes: ``/ws``, ``GET /api/sessions/{sessionId}/events``,
-``POST /api/realtime/tickets``, ``GET /healthz``, ``GET /readyz``.
+``POST /api/realtime/tickets``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from api.direct_ws import DirectWebSocketRoute
+from api.metrics import metrics
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
 from api.sse import sse_endpoint
@@ -73,4 +74,5 @@ def realtime_routes() -> list[BaseRoute]:
         Route("/api/realtime/tickets", create_ticket, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]

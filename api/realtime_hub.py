@@ -48,6 +48,10 @@ class RealtimeConnection(Protocol):
     """What the hub needs of a WebSocket or SSE connection. Methods must not block."""
 
     @property
+    def transport(self) -> str:
+        """"ws", "sse" or "pusher": how /metrics counts it."""
+
+    @property
     def conn_id(self) -> str: ...
 
     @property
@@ -125,6 +129,12 @@ class RealtimeHub:
 
     def connection_count(self) -> int:
         return len(self._conns)
+
+    def connections_by_transport(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for conn in self._conns:
+            counts[conn.transport] = counts.get(conn.transport, 0) + 1
+        return counts
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._by_topic.get(topic, ()))

@@ -45,6 +45,8 @@ def sse_event_chunk(event: Event) -> bytes:
 
 
 class SseConnection:
+    transport = "sse"
+
     def __init__(self, rt: Realtime, principal: Principal, topic: Topic, since: int | None,
                  lang: Language) -> None:
         self.rt = rt

@@ -88,6 +88,8 @@ def ws_event_wire_frame(event: Event) -> bytes:
 
 
 class WsConnection(FrameSender):
+    transport = "ws"
+
     # Slots: the fan-out's sink reads a few of these per delivery, over thousands of them.
     __slots__ = ("__weakref__", "_close", "_expires_at", "_expiry_timer", "_principal",
                  "_subs", "_tg", "_typing_timer", "core", "lang", "rt", "socket_id")

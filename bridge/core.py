@@ -92,6 +92,7 @@ class Bridge:
             "queued": hub.queued() if hub else 0,
             "notifications": hub.notifications if hub else 0,
             "repairs": hub.repairs if hub else 0,
+            "pushes": hub.pushes if hub else 0,
             "cutoffs": hub.cutoffs if hub else 0,
             "reconnects": self._listener.reconnects,
         }

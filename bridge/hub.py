@@ -27,11 +27,16 @@ class Topic:
         self.refs = 0  # subscriptions being made or alive; the topic goes when it drops to 0
         self.initialized = anyio.Event()
 
-    def fan_out(self, items: Iterable[Event | Reset]) -> None:
+    def fan_out(self, items: Iterable[Event | Reset]) -> int:
+        """Hand each item to every subscriber; returns how many hand-overs that made."""
+        pushes = 0
         for item in items:
             # A copy: a subscriber that overflows removes itself while we iterate.
-            for sub in tuple(self.subs):
+            subs = tuple(self.subs)
+            pushes += len(subs)
+            for sub in subs:
                 sub.push(item)
+        return pushes
 
 
 class Hub:
@@ -46,6 +51,7 @@ class Hub:
         self.cutoffs = 0
         self.notifications = 0
         self.repairs = 0
+        self.pushes = 0  # events handed to subscriptions (sent at once or queued)
 
     # --- subscriptions -----------------------------------------------------------------------
 
@@ -95,7 +101,7 @@ class Hub:
             return
         deliver, repair = topic.seq.on_notice(seq, event)
         if deliver is not None:
-            topic.fan_out((deliver,))
+            self.pushes += topic.fan_out((deliver,))
         elif repair:
             self._mark_dirty(topic)
 
@@ -103,7 +109,7 @@ class Hub:
         self.notifications += 1
         topic = self.topics.get(event.topic)
         if topic is not None:
-            topic.fan_out((event,))
+            self.pushes += topic.fan_out((event,))
 
     # --- catch-up ----------------------------------------------------------------------------
 
@@ -159,7 +165,7 @@ class Hub:
         items, done = topic.seq.on_log(read)
         if topic.seq.initialized:
             topic.initialized.set()
-        topic.fan_out(items)
+        self.pushes += topic.fan_out(items)
         if not done:
             self._mark_dirty(topic)
 
