@@ -38,7 +38,7 @@ from api.app import ApiConfig, create_app
 from api.pusher import pusher_routes
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
 from bridge import BridgeConfig
-from courtside import embedded
+from courtside import embedded, orphans
 from courtside.migrate import migrate
 from courtside.settings import Settings
 
@@ -95,6 +95,7 @@ def _env_int(name: str) -> int | None:
 
 def build_app() -> Starlette:
     """The app of one worker process, configured from the environment."""
+    orphans.die_with_master()
     settings = Settings.from_env()
     dsn = settings.database_url
     if not dsn:
@@ -121,6 +122,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; by default that kills
     # the process before `finally` runs and the embedded PostgreSQL would outlive us.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if workers > 1:
+        orphans.mark_master()
     try:
         limits = RealtimeConfig.from_env().limits
         uvicorn.run(
