@@ -122,6 +122,27 @@ def message_for(code: ErrorCode, lang: Language = "fr") -> str:
     return en if lang == "en" else fr
 
 
+# What was wrong with a refused client frame, in the client's language (FrameError.detail).
+FRAME_DETAILS: dict[str, tuple[str, str]] = {
+    "not_json": ("ce n'est pas du JSON", "not_json"),
+    "not_object": ("une trame est un objet JSON", "not_object"),
+    "since": ("since : un entier positif ou nul, ou null",
+              "since: a non-negative integer or null"),
+    "is_typing": ("isTyping : un booléen", "isTyping: a boolean"),
+    "typing_topic": ("l'indicateur de frappe ne vaut que pour une session",
+                     "typing is for session topics"),
+    "unknown_type": ("type de trame inconnu", "unknown_type"),
+}
+
+
+def detail_for(detail: str, lang: Language = "fr") -> str:
+    """A FRAME_DETAILS key in `lang`; anything else (a field name, a number) as it is."""
+    pair = FRAME_DETAILS.get(detail)
+    if pair is None:
+        return detail
+    return pair[1] if lang == "en" else pair[0]
+
+
 def pick_language(accept_language: str | None) -> Language:
     """French unless the client prefers English, as in the REST API."""
     return negotiate(accept_language)
@@ -197,6 +218,7 @@ class FrameError(Exception):
     """A client frame that cannot be acted on; answered with an `error` frame."""
 
     def __init__(self, code: ErrorCode, detail: str = "", topic: str | None = None) -> None:
+        # detail: a FRAME_DETAILS key, rendered in the client's language by error_frame.
         super().__init__(detail or code.value)
         self.code = code
         self.detail = detail
@@ -216,9 +238,9 @@ def parse_client_frame(text: str) -> ClientFrame:
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise FrameError(ErrorCode.INVALID_FRAME, "not JSON") from None
+        raise FrameError(ErrorCode.INVALID_FRAME, "not_json") from None
     if not isinstance(frame, dict):
-        raise FrameError(ErrorCode.INVALID_FRAME, "a frame is a JSON object")
+        raise FrameError(ErrorCode.INVALID_FRAME, "not_object")
     kind = frame.get("type")
     if kind == "ping":
         return Ping()
@@ -228,8 +250,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         if since is not None and (
             isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ
         ):
-            raise FrameError(ErrorCode.INVALID_FRAME, "since: a non-negative integer or null",
-                             topic.name)
+            raise FrameError(ErrorCode.INVALID_FRAME, "since", topic.name)
         return Subscribe(topic, since)
     if kind == "unsubscribe":
         return Unsubscribe(_topic_of(frame))
@@ -237,11 +258,11 @@ def parse_client_frame(text: str) -> ClientFrame:
         topic = _topic_of(frame)
         is_typing = frame.get("isTyping", True)
         if not isinstance(is_typing, bool):
-            raise FrameError(ErrorCode.INVALID_FRAME, "isTyping: a boolean", topic.name)
+            raise FrameError(ErrorCode.INVALID_FRAME, "is_typing", topic.name)
         if topic.kind != "session":
-            raise FrameError(ErrorCode.INVALID_TOPIC, "typing is for session topics", topic.name)
+            raise FrameError(ErrorCode.INVALID_TOPIC, "typing_topic", topic.name)
         return Typing(topic, is_typing)
-    raise FrameError(ErrorCode.INVALID_FRAME, "unknown frame type")
+    raise FrameError(ErrorCode.INVALID_FRAME, "unknown_type")
 
 
 # -- server frames --------------------------------------------------------------------------
@@ -280,7 +301,7 @@ def error_frame(code: ErrorCode, lang: Language = "fr", topic: str | None = None
                 detail: str = "") -> bytes:
     message = message_for(code, lang)
     if detail:
-        message = f"{message} ({detail})"
+        message = f"{message} ({detail_for(detail, lang)})"
     frame: dict[str, Any] = {"type": "error", "code": code.value, "message": message}
     if topic is not None:
         frame["topic"] = topic

@@ -11,6 +11,7 @@ import pytest
 from api import sse_format
 from api.realtime_limits import RealtimeLimits, TokenBucket, UserConnections
 from api.realtime_protocol import (
+    FRAME_DETAILS,
     CloseCode,
     ErrorCode,
     FrameError,
@@ -18,8 +19,10 @@ from api.realtime_protocol import (
     Subscribe,
     Typing,
     Unsubscribe,
+    detail_for,
     error_frame,
     event_frame,
+    message_for,
     new_socket_id,
     parse_client_frame,
     parse_topic,
@@ -95,6 +98,18 @@ def test_bad_client_frames(text: str, code: ErrorCode) -> None:
     with pytest.raises(FrameError) as info:
         parse_client_frame(text)
     assert info.value.code == code
+    # What was wrong is said in the client's language, never French with English inside.
+    assert info.value.detail in ("", *FRAME_DETAILS)
+    if info.value.detail:
+        fr, en = FRAME_DETAILS[info.value.detail]
+        for lang, want in (("fr", fr), ("en", en)):
+            message = orjson.loads(error_frame(code, lang, None, info.value.detail))["message"]
+            assert message == f"{message_for(code, lang)} ({want})"
+
+
+def test_frame_details_have_two_languages() -> None:
+    assert all(fr and en and fr != en for fr, en in FRAME_DETAILS.values())
+    assert detail_for("Last-Event-ID", "fr") == "Last-Event-ID"  # not a key: as it is
 
 
 def test_event_frame_splices_data_bytes() -> None:
