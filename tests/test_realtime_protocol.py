@@ -15,6 +15,7 @@ from api.realtime_protocol import (
     CloseCode,
     ErrorCode,
     FrameError,
+    Language,
     Ping,
     Subscribe,
     Typing,
@@ -102,7 +103,8 @@ def test_bad_client_frames(text: str, code: ErrorCode) -> None:
     assert info.value.detail in ("", *FRAME_DETAILS)
     if info.value.detail:
         fr, en = FRAME_DETAILS[info.value.detail]
-        for lang, want in (("fr", fr), ("en", en)):
+        langs: tuple[tuple[Language, str], ...] = (("fr", fr), ("en", en))
+        for lang, want in langs:
             message = orjson.loads(error_frame(code, lang, None, info.value.detail))["message"]
             assert message == f"{message_for(code, lang)} ({want})"
 
