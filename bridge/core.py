@@ -145,6 +145,9 @@ class Bridge:
         self._caught_up = True
         self._listener.caught_up()
         self._signal_ready_change()
+        log.info("node %s ready: LISTEN connected (backend %s)%s", self.node_id,
+                 self._listener.backend_pid,
+                 "" if first else f", {len(marks)} topics caught up after a reconnect")
 
     def _on_down(self) -> None:
         self._caught_up = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import psycopg
 
 from bridge import sqlfile
-from courtside import embedded
+from courtside import embedded, logs
 from courtside.migrate import MigrationError, migrate
 from courtside.pgcluster import ClusterError
 from courtside.settings import Settings, SettingsError
@@ -198,16 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bench_args = split[1]
     else:
         args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    if args.verbose:  # the environment, so that serve's workers hear of it too
+        os.environ["COURTSIDE_LOG_LEVEL"] = "debug"
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
+        logs.configure("info", "text")
         log.error("%s", exc)
         return 2
+    logs.configure(settings.log_level, settings.log_format)
     try:
         code: int = args.func(settings, args)
     except SettingsError as exc:

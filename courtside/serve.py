@@ -13,7 +13,7 @@ Knobs (environment): DATABASE_URL, LISTEN_DATABASE_URL, COURTSIDE_DATA_DIR,
 COURTSIDE_RETENTION_DAYS, COURTSIDE_TOKEN_EXPIRATION_MINUTES (Sanctum's `expiration`),
 COURTSIDE_WS_PING_INTERVAL / COURTSIDE_WS_PING_TIMEOUT (keepalive, seconds, default 20/20),
 COURTSIDE_WS_DEFLATE=1 (permessage-deflate), COURTSIDE_SHUTDOWN_TIMEOUT (default 10),
-COURTSIDE_LOG_LEVEL, COURTSIDE_RT_<FIELD> for each field of
+COURTSIDE_LOG_LEVEL, COURTSIDE_LOG_FORMAT (text or json), COURTSIDE_RT_<FIELD> for each field of
 api.realtime_limits.RealtimeLimits (e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10),
 COURTSIDE_API_<FIELD> for the numbers of api.config.ApiConfig (e.g.
 COURTSIDE_API_COMMENTS_PER_MINUTE=10), and COURTSIDE_PUSHER_APP_KEY / _SECRET / _ID (the
@@ -38,7 +38,7 @@ from api.app import ApiConfig, create_app
 from api.pusher import pusher_routes
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
 from bridge import BridgeConfig
-from courtside import embedded, orphans
+from courtside import embedded, logs, orphans
 from courtside.migrate import migrate
 from courtside.settings import Settings
 
@@ -97,6 +97,7 @@ def build_app() -> Starlette:
     """The app of one worker process, configured from the environment."""
     orphans.die_with_master()
     settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)  # a spawned worker starts bare
     dsn = settings.database_url
     if not dsn:
         raise RuntimeError("DATABASE_URL is not set (courtside serve sets it for its workers)")
@@ -144,7 +145,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
             # defeats encoding a frame once for all subscribers; off unless asked for.
             ws_per_message_deflate=os.environ.get("COURTSIDE_WS_DEFLATE", "") in ("1", "true"),
             timeout_graceful_shutdown=int(_env_float("COURTSIDE_SHUTDOWN_TIMEOUT", 10.0)),
-            log_level=os.environ.get("COURTSIDE_LOG_LEVEL", "info").lower(),
+            log_level=settings.log_level,
+            log_config=None,  # courtside.logs configured the process; uvicorn's records join it
             access_log=False,
         )
     finally:

@@ -15,6 +15,8 @@ class Settings:
     listen_database_url: str | None
     data_dir: Path
     retention_days: int
+    log_level: str = "info"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -24,7 +26,13 @@ class Settings:
             listen_database_url=os.environ.get("LISTEN_DATABASE_URL") or None,
             data_dir=Path(os.environ.get("COURTSIDE_DATA_DIR") or ".courtside"),
             retention_days=_positive_int("COURTSIDE_RETENTION_DAYS", 7),
+            log_level=_choice("COURTSIDE_LOG_LEVEL", LOG_LEVELS, "info"),
+            log_format=_choice("COURTSIDE_LOG_FORMAT", LOG_FORMATS, "text"),
         )
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -42,3 +50,12 @@ def _positive_int(name: str, default: int) -> int:
     if value < 1:
         raise SettingsError(f"{name}={raw!r}: must be at least 1")
     return value
+
+
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return raw.lower()

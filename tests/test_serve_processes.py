@@ -132,7 +132,7 @@ async def test_health_shutdown_and_workers(db: str, tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_embedded_postgres_when_no_database_url(tmp_path: Path) -> None:
-    with serve_process(None, tmp_path) as server:
+    with serve_process(None, tmp_path, env={"COURTSIDE_LOG_LEVEL": "info"}) as server:
         async with httpx.AsyncClient(base_url=server.base) as http:
             assert (await http.get("/readyz")).status_code == 200
             # Migrated: the realtime tables (ours included) are there.

@@ -71,3 +71,12 @@ def test_serve_refuses_a_bad_api_setting_before_starting() -> None:
     assert out.returncode == 2
     assert "COURTSIDE_API_POOL_TIMEOUT='soon': expected a number" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [("COURTSIDE_LOG_FORMAT", "xml"),
+                                             ("COURTSIDE_LOG_LEVEL", "loud")])
+def test_bad_log_settings_are_refused(name: str, value: str) -> None:
+    out = _courtside("migrate", **{name: value})
+    assert out.returncode == 2
+    assert f"{name}={value!r}: expected one of" in out.stderr
+    assert "Traceback" not in out.stderr
