@@ -49,7 +49,7 @@ class RealtimeConnection(Protocol):
 
     @property
     def transport(self) -> str:
-        """"ws", "sse" or "pusher": how /metrics counts it."""
+        """One of "ws", "sse", "pusher": how /metrics counts the connection."""
 
     @property
     def conn_id(self) -> str: ...

@@ -124,14 +124,14 @@ def message_for(code: ErrorCode, lang: Language = "fr") -> str:
 
 # What was wrong with a refused client frame, in the client's language (FrameError.detail).
 FRAME_DETAILS: dict[str, tuple[str, str]] = {
-    "not_json": ("ce n'est pas du JSON", "not_json"),
-    "not_object": ("une trame est un objet JSON", "not_object"),
+    "not_json": ("ce n'est pas du JSON", "not JSON"),
+    "not_object": ("une trame est un objet JSON", "a frame is a JSON object"),
     "since": ("since : un entier positif ou nul, ou null",
               "since: a non-negative integer or null"),
     "is_typing": ("isTyping : un booléen", "isTyping: a boolean"),
     "typing_topic": ("l'indicateur de frappe ne vaut que pour une session",
                      "typing is for session topics"),
-    "unknown_type": ("type de trame inconnu", "unknown_type"),
+    "unknown_type": ("type de trame inconnu", "unknown frame type"),
 }
 
 

@@ -111,6 +111,15 @@ def test_bad_client_frames(text: str, code: ErrorCode) -> None:
 
 def test_frame_details_have_two_languages() -> None:
     assert all(fr and en and fr != en for fr, en in FRAME_DETAILS.values())
+    # Keys are identifiers; what a client reads is prose.
+    assert all(" " in fr and " " in en for fr, en in FRAME_DETAILS.values())
+    with pytest.raises(FrameError) as info:
+        parse_client_frame("not json")
+    detail = info.value.detail
+    assert orjson.loads(error_frame(ErrorCode.INVALID_FRAME, "en", None, detail))[
+        "message"] == "Invalid frame (not JSON)"
+    assert orjson.loads(error_frame(ErrorCode.INVALID_FRAME, "fr", None, detail))[
+        "message"] == "Trame invalide (ce n'est pas du JSON)"
     assert detail_for("Last-Event-ID", "fr") == "Last-Event-ID"  # not a key: as it is
 
 
