@@ -133,11 +133,10 @@ class SseConnection:
         bridge = self.rt.bridge
         name = self.topic.name
         async with contextlib.AsyncExitStack() as stack:
-            # Shielded, within its own timeout: a client that leaves now cancels this task
-            # (sse-starlette listens for the disconnect), and psycopg closes a connection
-            # whose query is interrupted rather than return it to the pool. Set-up finishes,
-            # then the cancellation lands and `cleanup` leaves presence.
-            with anyio.CancelScope(shield=True), anyio.fail_after(self.rt.config.setup_timeout):
+            # A client that leaves now cancels this task (sse-starlette listens for the
+            # disconnect): the bridge's queries finish first (bridge/finish.py), then the
+            # cancellation lands and `cleanup` leaves presence.
+            with anyio.fail_after(self.rt.config.setup_timeout):
                 sub = await stack.enter_async_context(bridge.subscribe(
                     name, since=self.since, max_queue=self.rt.config.limits.outbound_queue))
                 self._joined = True

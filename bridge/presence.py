@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from bridge import sqlfile
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeUnavailable
+from bridge.finish import finish_query
 
 log = logging.getLogger("courtside.bridge")
 
@@ -45,7 +46,7 @@ class Presence:
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         try:
-            with anyio.fail_after(self._config.query_timeout):
+            with finish_query(self._config.query_timeout):
                 async with self._pool.connection() as conn:
                     yield conn
         except (psycopg.Error, TimeoutError) as exc:

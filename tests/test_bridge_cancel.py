@@ -1,0 +1,50 @@
+"""A consumer cancelled in the middle of a query (a client that leaves while its backlog is
+read) does not cost the pool its connection: the query finishes, then the cancellation
+lands. Unshielded, psycopg closes a connection whose query it could not cancel cleanly."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import psycopg
+import pytest
+
+from tests.bridge_helpers import running, topics_of
+from tests.test_bridge_live import sql
+
+
+@pytest.mark.anyio
+async def test_cancelled_backlog_read_keeps_its_connection(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    topic, session_id, user_id = topics_of(db, 1)[0]
+    sql(db, "INSERT INTO sport_session_comments (sport_session_id, user_id, content)"
+        " SELECT %s, %s, 'c' || g FROM generate_series(1, 50) g", session_id, user_id)
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        async with running(db) as bridge:
+            # The topic is known (head read) before the log is locked.
+            async with bridge.subscribe(topic):
+                pass
+            got: list[object] = []
+            with psycopg.connect(db) as holder:
+                holder.execute("LOCK TABLE realtime.events IN ACCESS EXCLUSIVE MODE")
+                async with anyio.create_task_group() as tg:
+                    async def consume() -> None:
+                        async with bridge.subscribe(topic, since=0) as sub:
+                            async for item in sub:  # the backlog read waits on the lock
+                                got.append(item)
+
+                    tg.start_soon(consume)
+                    await anyio.sleep(0.5)
+                    tg.cancel_scope.cancel()  # the client is gone
+                    await anyio.sleep(0.3)
+                    holder.rollback()
+            stats = bridge.pool.get_stats()
+            # The pool still works, with the connection it had.
+            async with bridge.subscribe(topic, since=45) as sub:
+                with anyio.fail_after(5):
+                    tail = [await sub.__anext__() for _ in range(5)]
+    assert got == []  # nothing was read before the lock went
+    assert [getattr(e, "seq", None) for e in tail] == [46, 47, 48, 49, 50]
+    assert stats.get("connections_lost", 0) == 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
