@@ -6,9 +6,10 @@ that too, and psycopg then closes the connection rather than return it to the po
 cancellation interrupted (CancelledError): closing connection"). Clients that leave while
 their backlog is being read, or while an SSE stream is being set up, cancel exactly such
 queries: measured, 23 of 40 WebSocket clients that left that way each cost a pooled
-connection, and a new one for the next query. So the bridge's queries run shielded from the
-caller's cancellation, within their own timeout: they finish, or time out, and then the
-caller's cancellation lands.
+connection, and a new one for the next query. So the bridge's queries, once they hold a
+connection, run shielded from the caller's cancellation, within their own timeout: they
+finish, or time out, and then the caller's cancellation lands. (Waiting for a connection
+stays cancellable.)
 """
 
 from __future__ import annotations

@@ -46,9 +46,10 @@ class Presence:
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         try:
-            with finish_query(self._config.query_timeout):
-                async with self._pool.connection() as conn:
-                    yield conn
+            with anyio.fail_after(self._config.query_timeout):
+                async with self._pool.connection() as conn:  # the wait stays cancellable
+                    with finish_query(self._config.query_timeout):
+                        yield conn
         except (psycopg.Error, TimeoutError) as exc:
             raise BridgeUnavailable(f"presence query failed: {exc!r}") from exc
 

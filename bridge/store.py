@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -37,9 +38,13 @@ class Store:
     @contextlib.asynccontextmanager
     async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[tuple[Any, ...]]]:
         try:
-            with finish_query(self._timeout):
-                async with self._pool.connection() as conn, conn.cursor() as cur:
-                    yield cur
+            with anyio.fail_after(self._timeout):
+                # Waiting for a connection stays cancellable: a caller gone by then costs
+                # no query at all.
+                async with self._pool.connection() as conn:
+                    with finish_query(self._timeout):
+                        async with conn.cursor() as cur:
+                            yield cur
         except (psycopg.Error, TimeoutError) as exc:
             raise BridgeUnavailable(f"event log read failed: {exc!r}") from exc
 
