@@ -43,14 +43,16 @@ def one(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def settled(base: str) -> Samples:
-    """A scrape after which nothing moved for a moment (presence chatter delivered)."""
+    """A scrape of a ready server after which nothing moved for a moment (presence chatter
+    delivered)."""
     last = await scrape(base)
     with anyio.fail_after(10):
         while True:
             await anyio.sleep(0.3)
             now = await scrape(base)
             keys = ("courtside_notifications_total", "courtside_subscriber_pushes_total")
-            if all(one(now, k) == one(last, k) for k in keys):
+            if one(now, "courtside_ready") == 1 and all(one(now, k) == one(last, k)
+                                                        for k in keys):
                 return now
             last = now
 
