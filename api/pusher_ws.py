@@ -414,7 +414,7 @@ class PusherConnection(FrameSender):
             if channel.topic.id != principal.user_id:
                 raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.FORBIDDEN))
             return
-        async with self.rt.pool.connection() as conn:
+        async with realtime_auth.connection(self.rt.pool) as conn:
             try:
                 await can_read_session(conn, channel.topic.id, principal.user_id)
             except ApiError as exc:
@@ -446,7 +446,7 @@ class PusherConnection(FrameSender):
         if not channels:
             return
         try:
-            async with self.rt.pool.connection() as conn:
+            async with realtime_auth.connection(self.rt.pool) as conn:
                 await can_read_session(conn, channels[0].topic.id, self._principal.user_id)
             return
         except ApiError:

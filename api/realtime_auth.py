@@ -7,19 +7,43 @@ expiring that token later closes the connection (api/realtime_hub.py).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api import tickets
 from api.auth import authenticate as authenticate_header
 from api.errors import ApiError
 from api.realtime_protocol import ErrorCode, Topic
+from bridge import finish_query
 
 _SQL = tickets.SQL
+# As BridgeConfig.query_timeout: these checks are as short as the bridge's reads.
+QUERY_TIMEOUT = 10.0
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: AsyncConnectionPool[Any]
+                     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection for a check made during a connection's life. Its query finishes
+    before a cancellation lands (a revocation, the client leaving: see bridge/finish.py), and
+    a check that takes longer than QUERY_TIMEOUT fails as a driver error, which every caller
+    already treats as "cannot tell"."""
+    try:
+        with anyio.fail_after(QUERY_TIMEOUT):
+            async with pool.connection() as conn:
+                with finish_query(QUERY_TIMEOUT):
+                    yield conn
+    except TimeoutError:
+        raise psycopg.OperationalError(
+            f"realtime check did not finish within {QUERY_TIMEOUT:g}s") from None
 
 
 class AccessDenied(Exception):
@@ -92,7 +116,7 @@ async def check_topic(pool: AsyncConnectionPool[Any], principal: Principal, topi
 
 async def check_session(pool: AsyncConnectionPool[Any], user_id: uuid.UUID,
                         session_id: uuid.UUID) -> None:
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         cur = await conn.execute(_SQL.session_access,
                                  {"session_id": session_id, "user_id": user_id})
         row = await cur.fetchone()
@@ -110,7 +134,7 @@ async def session_readers(pool: AsyncConnectionPool[Any], session_id: uuid.UUID,
     """Which of `user_ids` may read the session now."""
     if not user_ids:
         return set()
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         cur = await conn.execute(_SQL.session_readers,
                                  {"session_id": session_id, "user_ids": list(user_ids)})
         rows = await cur.fetchall()
@@ -122,7 +146,7 @@ async def live_tokens(pool: AsyncConnectionPool[Any], token_ids: set[int],
     """The tokens among `token_ids` that still exist, with their expiry."""
     if not token_ids:
         return {}
-    async with pool.connection() as conn:
+    async with connection(pool) as conn:
         cur = await conn.execute(_SQL.live_tokens, {"token_ids": list(token_ids),
                                                     "expiration_minutes": expiration_minutes})
         rows = await cur.fetchall()
