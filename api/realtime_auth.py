@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
@@ -22,7 +21,7 @@ from api import tickets
 from api.auth import authenticate as authenticate_header
 from api.errors import ApiError
 from api.realtime_protocol import ErrorCode, Topic
-from bridge import finish_query
+from bridge import query_connection
 
 _SQL = tickets.SQL
 # As BridgeConfig.query_timeout: these checks are as short as the bridge's reads.
@@ -33,14 +32,12 @@ QUERY_TIMEOUT = 10.0
 async def connection(pool: AsyncConnectionPool[Any]
                      ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection for a check made during a connection's life. Its query finishes
-    before a cancellation lands (a revocation, the client leaving: see bridge/finish.py), and
+    before a cancellation lands (a revocation, the client leaving: bridge/finish.py), and
     a check that takes longer than QUERY_TIMEOUT fails as a driver error, which every caller
     already treats as "cannot tell"."""
     try:
-        with anyio.fail_after(QUERY_TIMEOUT):
-            async with pool.connection() as conn:
-                with finish_query(QUERY_TIMEOUT):
-                    yield conn
+        async with query_connection(pool, QUERY_TIMEOUT) as conn:
+            yield conn
     except TimeoutError:
         raise psycopg.OperationalError(
             f"realtime check did not finish within {QUERY_TIMEOUT:g}s") from None

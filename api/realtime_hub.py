@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -130,11 +130,8 @@ class RealtimeHub:
     def connection_count(self) -> int:
         return len(self._conns)
 
-    def connections_by_transport(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for conn in self._conns:
-            counts[conn.transport] = counts.get(conn.transport, 0) + 1
-        return counts
+    def connections_by_transport(self) -> Counter[str]:
+        return Counter(conn.transport for conn in self._conns)
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._by_topic.get(topic, ()))

@@ -7,7 +7,7 @@ from bridge.config import BridgeConfig
 from bridge.core import Bridge
 from bridge.errors import BridgeClosed, BridgeError, BridgeUnavailable
 from bridge.events import Control, CutOff, Event, Reset
-from bridge.finish import finish_query
+from bridge.finish import query_connection
 from bridge.presence import Presence
 from bridge.subscription import Subscription
 
@@ -23,5 +23,5 @@ __all__ = [
     "Presence",
     "Reset",
     "Subscription",
-    "finish_query",
+    "query_connection",
 ]

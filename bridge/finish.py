@@ -15,12 +15,21 @@ stays cancellable.)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 
-@contextlib.contextmanager
-def finish_query(timeout: float) -> Iterator[None]:
-    with anyio.CancelScope(shield=True), anyio.fail_after(timeout):
-        yield
+@contextlib.asynccontextmanager
+async def query_connection(pool: AsyncConnectionPool[Any], seconds: float
+                           ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection for queries that finish. The whole is bounded by `seconds`
+    (TimeoutError); the wait for a connection stays cancellable (a caller gone by then costs
+    no query), what runs on the connection is shielded."""
+    with anyio.fail_after(seconds):
+        async with pool.connection() as conn:
+            with anyio.CancelScope(shield=True), anyio.fail_after(seconds):
+                yield conn

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from bridge import sqlfile
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeUnavailable
-from bridge.finish import finish_query
+from bridge.finish import query_connection
 
 log = logging.getLogger("courtside.bridge")
 
@@ -46,10 +46,8 @@ class Presence:
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         try:
-            with anyio.fail_after(self._config.query_timeout):
-                async with self._pool.connection() as conn:  # the wait stays cancellable
-                    with finish_query(self._config.query_timeout):
-                        yield conn
+            async with query_connection(self._pool, self._config.query_timeout) as conn:
+                yield conn
         except (psycopg.Error, TimeoutError) as exc:
             raise BridgeUnavailable(f"presence query failed: {exc!r}") from exc
 

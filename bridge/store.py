@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import anyio
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -14,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from bridge import sqlfile
 from bridge.errors import BridgeUnavailable
 from bridge.events import Event
-from bridge.finish import finish_query
+from bridge.finish import query_connection
 from bridge.sequencer import LogRead
 
 _SQL = sqlfile.load("bridge.sql", "events.sql")
@@ -38,13 +37,9 @@ class Store:
     @contextlib.asynccontextmanager
     async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[tuple[Any, ...]]]:
         try:
-            with anyio.fail_after(self._timeout):
-                # Waiting for a connection stays cancellable: a caller gone by then costs
-                # no query at all.
-                async with self._pool.connection() as conn:
-                    with finish_query(self._timeout):
-                        async with conn.cursor() as cur:
-                            yield cur
+            async with query_connection(self._pool, self._timeout) as conn, \
+                    conn.cursor() as cur:
+                yield cur
         except (psycopg.Error, TimeoutError) as exc:
             raise BridgeUnavailable(f"event log read failed: {exc!r}") from exc
 
