@@ -37,6 +37,7 @@ from tests.test_realtime_support import (
     running,
     sql_comment,
     sse_client,
+    stop,
     wait_ready,
     ws_client,
 )
@@ -121,12 +122,7 @@ def nginx(upstream_port: int) -> Iterator[str]:
                                    + (d / "error.log").read_text()) from None
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, 10)
 
 
 @pytest.mark.anyio
@@ -294,12 +290,8 @@ def test_supervisor_keeps_it_up_and_stops_the_whole_group(db: str, tmp_path: Pat
         assert "SIGKILL" not in (tmp_path / "supervisord.log").read_text().split(
             f"pid {second}", 1)[-1]
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(40)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stop(daemon, 40)
         for pid in seen:
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pid).kill()

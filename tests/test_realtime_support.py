@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -363,6 +364,12 @@ def sql_comment(dsn: str, session_id: uuid.UUID, user_id: uuid.UUID, content: st
             " VALUES (%s, %s, %s) RETURNING id", (session_id, user_id, content)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def reset_socket(sock: socket.socket) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a phone that loses its network does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def sql(dsn: str, query: str, params: tuple[Any, ...] = ()) -> None:
