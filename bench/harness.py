@@ -78,6 +78,7 @@ class Run:
         self.profile_systems: set[str] = set()  # py-spy these servers' measured windows
         self.profiles: dict[str, dict[str, Any]] = {}
         self._insert_conn: psycopg.Connection[Any] | None = None
+        self._warm_target: list[str] | None = None
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -225,6 +226,13 @@ class Run:
             stamps[n] = stamp
         return first, stamps
 
+    def warm_target(self) -> list[str]:
+        """[session id, user id] of a session nobody subscribes to: where writers warm up."""
+        if self._warm_target is None:
+            quiet = make_sessions(self.db, 1, 1)[0]
+            self._warm_target = [quiet.id, quiet.users[0]]
+        return self._warm_target
+
     def _warm_connection(self) -> psycopg.Connection[Any]:
         """One connection for every `insert`, warmed up (bench/writers.py): a new
         connection per event would put its cold first commits inside every measured
@@ -232,11 +240,10 @@ class Run:
         conn = self._insert_conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
-        quiet = make_sessions(self.db, 1, 1)[0]  # a session nobody subscribes to
         conn = psycopg.connect(self.db.dsn, autocommit=True)
         try:
             for _ in range(WARM_UP_COMMITS):
-                conn.execute(INSERT, (quiet.id, quiet.users[0], WARM_UP_CONTENT))
+                conn.execute(INSERT, (*self.warm_target(), WARM_UP_CONTENT))
         except BaseException:
             conn.close()
             raise
