@@ -5,14 +5,14 @@ the only cost on the delivery path is one addition per event (`Hub.pushes`). A s
 the connections and subscriptions of this process once: O(connections), about a millisecond
 for ten thousand.
 
-Per process. Under ``courtside serve --workers N`` the workers share one port and a scrape is
-answered by whichever accepts it; ``courtside_info{node=...}`` says which. Scrape each
-process on its own (one worker per instance) where per-worker series matter.
+Under ``courtside serve --workers N`` the workers share one port and a scrape is answered by
+whichever accepts it: it reports every worker's numbers, merged (api/metrics_workers.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -28,6 +28,8 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+
+from api.metrics_workers import WorkersCollector
 
 TRANSPORTS = ("ws", "sse", "pusher")
 
@@ -113,13 +115,28 @@ def _pool_metrics(pools: dict[str, AsyncConnectionPool[Any]]) -> Iterator[Metric
             yield family
 
 
-def registry_for(app: Starlette) -> CollectorRegistry:
-    registry: CollectorRegistry | None = getattr(app.state, "metrics_registry", None)
+def local_registry(app: Starlette) -> CollectorRegistry:
+    """This process's metrics."""
+    registry: CollectorRegistry | None = getattr(app.state, "metrics_local", None)
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         registry.register(RealtimeCollector(app))
+        app.state.metrics_local = registry
+    return registry
+
+
+def registry_for(app: Starlette) -> CollectorRegistry:
+    """What a scrape reports: this process, or every worker of the server when the app
+    shares a metrics directory with its siblings (api/metrics_workers.py)."""
+    directory: Path | None = getattr(app.state, "metrics_dir", None)
+    if directory is None:
+        return local_registry(app)
+    registry: CollectorRegistry | None = getattr(app.state, "metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkersCollector(local_registry(app), directory))
         app.state.metrics_registry = registry
     return registry
 

@@ -16,13 +16,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
+from api import metrics_workers
 from api.direct_ws import DirectWebSocketRoute
-from api.metrics import metrics
+from api.metrics import local_registry, metrics
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
 from api.sse import sse_endpoint
@@ -41,8 +43,11 @@ def realtime_lifespan(
     config: RealtimeConfig | None = None,
     bridge_config: BridgeConfig | None = None,
     node_id: str | None = None,
+    metrics_dir: Path | None = None,
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """An `extra_lifespan` for create_app: one Bridge and one hub for this process."""
+    """An `extra_lifespan` for create_app: one Bridge and one hub for this process.
+    ``metrics_dir``: a directory shared with sibling workers, for ``/metrics`` to report all
+    of them (api/metrics_workers.py)."""
     rt_config = config or RealtimeConfig()
 
     @contextlib.asynccontextmanager
@@ -58,6 +63,9 @@ def realtime_lifespan(
             await tg.start(rt.run)
             app.state.realtime = rt
             app.state.bridge = bridge
+            if metrics_dir is not None:
+                app.state.metrics_dir = metrics_dir
+                tg.start_soon(metrics_workers.publish, local_registry(app), metrics_dir)
             try:
                 yield
             finally:

@@ -26,7 +26,9 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from types import FrameType
@@ -34,6 +36,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from api import metrics_workers
 from api.app import ApiConfig, create_app
 from api.pusher import pusher_routes
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
@@ -108,8 +111,9 @@ def build_app() -> Starlette:
     return create_app(
         api_config,
         extra_routes=realtime_routes() + pusher_routes(),
-        extra_lifespan=tuned_gc(realtime_lifespan(dsn, settings.listen_database_url,
-                                                  config=rt_config, bridge_config=bridge_config)),
+        extra_lifespan=tuned_gc(realtime_lifespan(
+            dsn, settings.listen_database_url, config=rt_config, bridge_config=bridge_config,
+            metrics_dir=metrics_workers.directory_from_env())),
     )
 
 
@@ -123,8 +127,12 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; by default that kills
     # the process before `finally` runs and the embedded PostgreSQL would outlive us.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    metrics_dir = None
     if workers > 1:
         orphans.mark_master()
+        # Where the workers leave their metrics for each other (api/metrics_workers.py).
+        metrics_dir = tempfile.mkdtemp(prefix="courtside-metrics-")
+        os.environ[metrics_workers.DIR_ENV] = metrics_dir
     try:
         limits = RealtimeConfig.from_env().limits
         uvicorn.run(
@@ -151,6 +159,9 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if metrics_dir is not None:
+            os.environ.pop(metrics_workers.DIR_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if server is not None:
             server.close()
     return 0
