@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 import anyio
 import anyio.abc
 
-from bridge import CutOff, Event, Reset, Subscription
+from bridge import CutOff, Direct, Event, Reset, Subscription
 from bridge.subscription import Sink
 
 # How long a closing connection waits for its subscriptions' releases (presence leaves).
@@ -79,12 +79,14 @@ class LiveSubscriptions(Generic[LiveT]):
             if self._setups.get(name) is scope:
                 del self._setups[name]
 
-    def start(self, live: LiveT, sink: Sink | None) -> None:
-        """The subscription is answered: from now on its events are written, in order."""
+    def start(self, live: LiveT, sink: Sink | None, direct: Direct | None = None) -> None:
+        """The subscription is answered: from now on its events are written, in order.
+        ``direct``: what the fan-out may write itself instead of calling the sink
+        (bridge/direct.py)."""
         self._live[live.name] = live
         live.on_wake = functools.partial(self._wake, live)
         if sink is not None:
-            live.sub.set_sink(sink)
+            live.sub.set_sink(sink, direct)
         self._wake(live)  # its backlog, if any; else the drain detaches at once
 
     def stop(self, name: str) -> None:

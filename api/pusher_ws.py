@@ -66,7 +66,16 @@ from api.realtime_protocol import ErrorCode, message_for, new_socket_id
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
 from api.ws_protocol import text_frame
-from bridge import Bridge, BridgeError, Control, CutOff, Event, Reset, Subscription
+from bridge import (
+    Bridge,
+    BridgeError,
+    Control,
+    CutOff,
+    Direct,
+    Event,
+    Reset,
+    Subscription,
+)
 
 log = logging.getLogger("courtside.pusher")
 
@@ -527,8 +536,16 @@ class PusherConnection(FrameSender):
                         await self._leave(channel, user_id, stay)
         if live is not None:
             self.core.started(channel)
-            sink = functools.partial(self._sink, live) if self._writer is not None else None
-            self._subs.start(live, sink)
+            writer = self._writer
+            if writer is None:
+                self._subs.start(live, None)
+            else:
+                # Presence channels send more than the event's frame, and a user channel
+                # carries mention.created, which needs a query: those take the sink's path.
+                direct = (None if live.presence or channel.kind == "user" else
+                          Direct(writer.gate, _KEYS[channel.kind][1], live.encode_frame,
+                                 self.socket_id))
+                self._subs.start(live, functools.partial(self._sink, live), direct)
 
     async def _release(self, live: _Channel) -> None:
         """`LiveSubscriptions`: the end of a channel that has left the hub."""

@@ -12,7 +12,9 @@ group unwinds, every presence row is left and the close frame says why.
 Sending. Under `courtside serve` (api/ws_protocol.py) every frame is built here and written
 to the transport as bytes: an event's frame once per event for all its subscribers, and
 while a subscription is idle the bridge's fan-out hands it events directly
-(`Subscription.set_sink`), so a delivery is one `transport.write`, with no task switch.
+(`Subscription.set_sink`; for a session topic the fan-out writes the frame itself through
+the protocol's gate, bridge/direct.py), so a delivery is one `transport.write`, with no
+task switch.
 Backpressure is the transport's own: while its buffer is above the high-water mark (the peer
 is not reading) nothing is written directly, the events queue in the bridge, the drain waits
 for the buffer to empty, and a queue that overflows — or a wait longer than `send_timeout` —
@@ -64,7 +66,7 @@ from api.ws_core import (
     WsCore,
 )
 from api.ws_protocol import text_frame
-from bridge import BridgeError, CutOff, Event, Reset, Subscription
+from bridge import BridgeError, CutOff, Direct, Event, Reset, Subscription
 
 log = logging.getLogger("courtside.ws")
 
@@ -291,7 +293,14 @@ class WsConnection(FrameSender):
                         await self._leave(topic)
         if live is not None:
             self.core.subscription_started(topic)
-            self._subs.start(live, self._sink if self._writer is not None else None)
+            writer = self._writer
+            if writer is None:
+                self._subs.start(live, None)
+            else:
+                # A user topic carries mention.created, which needs a query: the sink's path.
+                direct = (Direct(writer.gate, "wsf", ws_event_wire_frame, self.socket_id)
+                          if topic.kind == "session" else None)
+                self._subs.start(live, self._sink, direct)
 
     async def _deliver(self, live: _Live, item: Event | Reset | CutOff) -> bool:
         """`LiveSubscriptions`: send one item; False once the subscription or the socket

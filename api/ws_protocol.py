@@ -25,8 +25,10 @@ from typing import Any, Protocol, cast
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 from websockets.http11 import Request
 
+from bridge import Gate
 from bridge.flag import Flag
 
 FRAMES_EXTENSION = "courtside.prebuilt_frames"
@@ -61,6 +63,11 @@ class FrameWriter(Protocol):
     def write_frame(self, frame: bytes) -> bool:
         """Write ``frame`` now; False when the connection takes no more frames (closing,
         closed, or lost)."""
+
+    @property
+    def gate(self) -> Gate:
+        """The connection as the bridge's fan-out sees it (bridge/direct.py): open exactly
+        while `write_frame` would write and the buffer is under its high-water mark."""
 
     @property
     def write_paused(self) -> bool:
@@ -108,6 +115,11 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
     over."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before uvicorn's __init__: it sets the flags that the gate follows.
+        self._gate = Gate()
+        self._handshake_complete = self._close_sent = self._disconnected = False
+        self._paused = False
+        self._closing = False  # a close frame was received, or the server is shutting down
         super().__init__(*args, **kwargs)
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
         # uvicorn's asyncio.Event, used the same way (set / clear / is_set / wait), lighter.
@@ -123,7 +135,69 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             del self.request, self.response
 
+    # -- the gate: uvicorn's flags, and what closes a connection without them --------------
+
+    @property
+    def gate(self) -> Gate:
+        return self._gate
+
+    def _regate(self) -> None:
+        self._gate.open = (self._handshake_complete and not self._close_sent
+                           and not self._disconnected and not self._closing and not self._paused)
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._handshake_complete
+
+    @handshake_complete.setter
+    def handshake_complete(self, value: bool) -> None:
+        self._handshake_complete = value
+        self._regate()
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        self._regate()
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._disconnected = value
+        self._regate()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._paused = True
+        self._regate()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._paused = False
+        self._regate()
+
+    def handle_close(self, event: Frame) -> None:
+        # uvicorn answers the peer's close frame and closes the transport, flags unchanged.
+        self._closing = True
+        self._regate()
+        super().handle_close(event)
+
+    def shutdown(self) -> None:
+        # The server stops: uvicorn writes close 1012 itself, flags unchanged.
+        self._closing = True
+        self._regate()
+        super().shutdown()
+
+    # -- the connection ------------------------------------------------------------------
+
     def connection_made(self, transport: BaseTransport) -> None:
+        self._gate.write = cast(Transport, transport).write
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:

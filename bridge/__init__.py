@@ -5,6 +5,7 @@ No HTTP in here. The contract is in docs/INTERNALS.md ("Bridge API").
 
 from bridge.config import BridgeConfig
 from bridge.core import Bridge
+from bridge.direct import Direct, Gate
 from bridge.errors import BridgeClosed, BridgeError, BridgeUnavailable
 from bridge.events import Control, CutOff, Event, Reset
 from bridge.finish import query_connection
@@ -19,7 +20,9 @@ __all__ = [
     "BridgeUnavailable",
     "Control",
     "CutOff",
+    "Direct",
     "Event",
+    "Gate",
     "Presence",
     "Reset",
     "Subscription",

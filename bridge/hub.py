@@ -34,9 +34,37 @@ class Topic:
             # A copy: a subscriber that overflows removes itself while we iterate.
             subs = tuple(self.subs)
             pushes += len(subs)
-            for sub in subs:
-                sub.push(item)
+            if type(item) is Event:
+                _deliver(item, subs)
+            else:
+                for sub in subs:
+                    sub.push(item)
         return pushes
+
+
+def _deliver(event: Event, subs: tuple[Subscription, ...]) -> None:
+    """One event to every subscriber: written to the socket here for a parked subscription
+    whose gate is open (bridge/direct.py), handed to `Subscription.push` otherwise. The
+    checks are push's and the sink's, inlined: this loop runs once per subscriber."""
+    seq = event.seq
+    origin = event.origin
+    for sub in subs:
+        direct = sub.direct
+        if direct is None or not sub.parked or not direct.gate.open:
+            sub.push(event)
+            continue
+        if seq is not None and seq <= sub.last_seq:
+            continue  # already delivered (what push would skip)
+        if origin is None or origin != direct.socket_id:  # else its own write (X-Socket-ID)
+            try:
+                direct.gate.write(event.encoded(direct.key, direct.encode))
+            except Exception:
+                # The socket closed under us (or the frame could not be built): the slow
+                # path finds out which, and acts on it.
+                sub.push(event)
+                continue
+        if seq is not None:
+            sub.last_seq = seq
 
 
 class Hub:

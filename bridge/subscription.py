@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from bridge.direct import Direct
 from bridge.errors import BridgeUnavailable
 from bridge.events import OVERFLOW, UNAVAILABLE, CutOff, Event, Reset
 from bridge.flag import Flag
@@ -43,9 +44,9 @@ class Subscription:
 
     # Slots: the fan-out reads a few of these per delivery, over thousands of subscriptions.
     __slots__ = ("__weakref__", "_backlog_upto", "_finished", "_on_cut", "_on_release",
-                 "_on_wake", "_page", "_page_size", "_parked", "_queue", "_reader", "_reason",
-                 "_since", "_sink", "_verify_since", "_wakeup", "last_seq", "start_seq",
-                 "topic")
+                 "_on_wake", "_page", "_page_size", "_queue", "_reader", "_reason", "_since",
+                 "_sink", "_verify_since", "_wakeup", "direct", "last_seq", "parked",
+                 "start_seq", "topic")
 
     def __init__(self, topic: str, since: int | None, queue: BoundedQueue, reader: LogReader,
                  page: int) -> None:
@@ -65,18 +66,24 @@ class Subscription:
         self._on_cut: Callable[[Subscription], None] | None = None
         self._on_release: Callable[[Subscription], None] | None = None
         self._sink: Sink | None = None
+        # Read by the fan-out (bridge/direct.py), which delivers to a parked subscription
+        # itself when it has a `direct`; set only here.
+        self.direct: Direct | None = None
         # The consumer awaits in __anext__, or has detached: backlog done, queue empty.
-        self._parked = False
+        self.parked = False
         self._on_wake: Callable[[], None] | None = None  # set while detached
 
     @property
     def has_sink(self) -> bool:
         return self._sink is not None
 
-    def set_sink(self, sink: Sink | None) -> None:
+    def set_sink(self, sink: Sink | None, direct: Direct | None = None) -> None:
         """Let ``sink(event)`` take live events directly (see the class); None stops it.
-        The sink runs inside the fan-out: it must not block, and should not raise."""
+        The sink runs inside the fan-out: it must not block, and should not raise.
+        ``direct``: the fan-out writes what the sink would to the socket itself, while the
+        direct's gate is open (bridge/direct.py); the sink takes the rest."""
         self._sink = sink
+        self.direct = direct if sink is not None else None
 
     def detach(self, on_wake: Callable[[], None]) -> bool:
         """Stop consuming for now without a task parked in ``__anext__`` (a parked task and
@@ -91,7 +98,7 @@ class Subscription:
                 or (upto is not None and self.last_seq < upto)):
             return False
         self._backlog_upto = None
-        self._parked = True
+        self.parked = True
         self._on_wake = on_wake
         return True
 
@@ -144,7 +151,7 @@ class Subscription:
     def push(self, item: Event | Reset) -> None:
         if self._reason is not None:
             return
-        if self._parked and self._sink is not None and type(item) is Event:
+        if self.parked and self._sink is not None and type(item) is Event:
             seq = item.seq
             if seq is not None and seq <= self.last_seq:
                 return  # already delivered (what __anext__ would skip)
@@ -160,7 +167,7 @@ class Subscription:
         if not self._queue.push(item):
             self.close(OVERFLOW)
             return
-        self._parked = False
+        self.parked = False
         self._wakeup.set()
         self._wake()
 
@@ -168,6 +175,7 @@ class Subscription:
         if self._reason is not None:
             return
         self._reason = reason
+        self.direct = None
         # Drop what it holds at once: memory must not wait for a consumer that may never come.
         self._queue.clear()
         self._page = None
@@ -197,11 +205,11 @@ class Subscription:
             item = self._queue.pop()
             if item is None:
                 self._wakeup.clear()
-                self._parked = True
+                self.parked = True
                 try:
                     await self._wakeup.wait()
                 finally:
-                    self._parked = False
+                    self.parked = False
                 continue
             if isinstance(item, Reset):
                 self.last_seq = item.seq

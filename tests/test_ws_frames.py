@@ -9,6 +9,7 @@ import base64
 import os
 import socket
 import struct
+from asyncio import BaseTransport
 from typing import Any, ClassVar
 
 import anyio
@@ -28,6 +29,16 @@ class RecordingProtocol(CourtsideWebSocketProtocol):
     def write_frame(self, frame: bytes) -> bool:
         RecordingProtocol.written.append((id(self), frame))
         return super().write_frame(frame)
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        write = self.gate.write  # what the fan-out calls itself (bridge/direct.py)
+
+        def recording(frame: bytes) -> object:
+            RecordingProtocol.written.append((id(self), frame))
+            return write(frame)
+
+        self.gate.write = recording
 
 
 class RawWs:
