@@ -146,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results["scenarios"][name] = {"skipped": str(exc)}
                 except Exception:
                     results["scenarios"][name] = {"error": traceback.format_exc()}
+                if name != chosen[-1]:
+                    print(f"[bench] settled the database in {run.settle():.1f}s",
+                          file=sys.stderr, flush=True)
         finally:
             run.stop_agents()
         results["notes"] = run.notes

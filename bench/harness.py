@@ -111,6 +111,16 @@ class Run:
             raise OutOfTime(f"skipped {what}: needs ~{seconds:.0f}s, "
                             f"{max(0.0, self.remaining()):.0f}s left in the time budget")
 
+    def settle(self) -> float:
+        """Between scenarios: vacuum and analyse what the last one wrote, and checkpoint, so
+        that autovacuum and the writing out of its dirty pages do not land in the next one's
+        measurements (pgbench vacuums before a run for the same reason). Returns seconds."""
+        began = time.monotonic()
+        with psycopg.connect(self.db.dsn, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+            conn.execute("CHECKPOINT")
+        return time.monotonic() - began
+
     def runnable(self, system: str) -> bool:
         return system in self.systems and system not in self.unavailable
 
