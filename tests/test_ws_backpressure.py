@@ -3,7 +3,9 @@ resumes; a dead peer (no TCP traffic at all) is dropped by ping/pong and goes of
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import anyio
@@ -18,6 +20,20 @@ from tests import factories
 from tests.test_realtime_support import Proxy, Ws, build_app, running, ws_client, ws_url
 
 BURST = 400
+
+
+@contextlib.asynccontextmanager
+async def slow_reader(base: str, token: str) -> AsyncIterator[Ws]:
+    """A connected client with a tiny receive buffer that reads only when the test does: the
+    server's socket buffers fill as soon as it stops."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    async with connect(ws_url(base), sock=sock, max_queue=1,
+                       additional_headers={"Authorization": f"Bearer {token}"}) as conn:
+        ws = Ws(conn)
+        assert (await ws.recv())["type"] == "connected"
+        yield ws
 
 
 def burst(dsn: str, session_id: object, user_id: object, n: int) -> None:
@@ -39,15 +55,9 @@ async def test_slow_reader_is_cut_off_and_resumes_without_loss(db: str, ws_impl:
     token = factories.token(db, reader)
     limits = RealtimeLimits(outbound_queue=5)
     with running(build_app(db, limits), ws=ws_impl) as base:
-        # A small receive buffer and a client that does not read: the server's socket
-        # buffers fill, its sends block, and the bridge queue (5 items) overflows.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
-        async with connect(ws_url(base), sock=sock, max_queue=1,
-                           additional_headers={"Authorization": f"Bearer {token}"}) as conn:
-            ws = Ws(conn)
-            assert (await ws.recv())["type"] == "connected"
+        # A client that does not read: the server's socket buffers fill, its sends block,
+        # and the bridge queue (5 items) overflows.
+        async with slow_reader(base, token) as ws:
             sub = await ws.subscribe(world.topic)
             assert sub["seq"] == 0
             await anyio.to_thread.run_sync(burst, db, world.session_id, author, BURST)
@@ -123,13 +133,7 @@ async def test_the_fan_outs_gate_follows_the_connection(db: str) -> None:
     n = 300
     GateWatch.changes.clear()
     with running(build_app(db), ws=GateWatch) as base:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
-        async with connect(ws_url(base), sock=sock, max_queue=1,
-                           additional_headers={"Authorization": f"Bearer {token}"}) as conn:
-            ws = Ws(conn)
-            assert (await ws.recv())["type"] == "connected"
+        async with slow_reader(base, token) as ws:
             assert (await ws.subscribe(world.topic))["type"] == "subscribed"
             conns = {c for c, _ in GateWatch.changes}
             assert len(conns) == 1
@@ -144,5 +148,5 @@ async def test_the_fan_outs_gate_follows_the_connection(db: str) -> None:
             # Shut and opened again more than once is fine; what matters is it never wrote
             # while shut, which the seqs above show (no gap, no repeat, none after the queue).
             assert False in states
-            await conn.close()  # the peer's close frame
+            await ws.conn.close()  # the peer's close frame
         await gate_shut(5)
