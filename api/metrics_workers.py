@@ -25,10 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 from prometheus_client import CollectorRegistry
@@ -171,6 +170,6 @@ def _write_logged(local: CollectorRegistry, directory: Path) -> None:
         log.warning("cannot write this worker's metrics snapshot to %s: %s", directory, exc)
 
 
-def directory_from_env(environ: Any = os.environ) -> Path | None:
+def directory_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:
     raw = environ.get(DIR_ENV, "")
     return Path(raw) if raw else None
