@@ -47,6 +47,14 @@ LiveT = TypeVar("LiveT", bound=Live)
 Item = Event | Reset | CutOff
 
 
+async def _ended_deliver(live: Live, item: Item) -> bool:
+    return False
+
+
+async def _ended_release(live: Live) -> None:
+    pass
+
+
 class LiveSubscriptions(Generic[LiveT]):
     """`deliver(live, item)` sends one item and returns False once the subscription (or the
     socket) has ended; `release(live)` is the transport's part of a subscription's end,
@@ -120,8 +128,14 @@ class LiveSubscriptions(Generic[LiveT]):
             async with anyio.create_task_group() as tg:
                 for live in ending:
                     tg.start_soon(self._end, live)
+        # The connection holds this object, and this object held the connection's methods:
+        # without the cycle, a closed connection is freed by reference counting at once,
+        # instead of waiting for a full collection (rare by design, courtside/serve.py).
+        self._deliver = _ended_deliver
+        self._release = _ended_release
 
     async def _end(self, live: LiveT) -> None:
+        live.on_wake = None  # it refers to `live` itself
         live.sub.release()
         with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
             await self._release(live)

@@ -103,7 +103,10 @@ class Subscription:
         return True
 
     def release(self) -> None:
-        """Leave the hub (`Bridge.open_subscription`'s end); later calls do nothing."""
+        """Leave the hub (`Bridge.open_subscription`'s end); later calls do nothing. Nothing
+        is handed to a released subscription: its sink and wake-up go (they usually refer
+        back to whatever holds it)."""
+        self._sink = self.direct = self._on_wake = None
         on_release, self._on_release = self._on_release, None
         if on_release is not None:
             on_release(self)

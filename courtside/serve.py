@@ -57,10 +57,14 @@ log = logging.getLogger("courtside.serve")
 # - gc.freeze() after startup moves everything built so far (modules, the app, the pools,
 #   the bridge) to the permanent generation: no collection ever walks it again.
 # - A young collection every 100,000 net allocations instead of 700 makes collections 140 x
-#   rarer; each walks only young objects, so it stays short. Middle and full collections
-#   follow at (20, 100): a full one is then a rare event (and CPython also skips it until
-#   the objects that survived since the last one are 25 % of the long-lived heap).
+#   rarer; each walks only young objects, so it is short when few of them live on (after a
+#   burst of new connections, ~100,000 live young objects make it 25-80 ms: measured, kept
+#   in bench/results/README.md). Middle and full collections follow at (20, 100): a full
+#   one is then a rare event (and CPython also skips it until the objects that survived
+#   since the last one are 25 % of the long-lived heap).
 # Garbage cycles are still collected, only later: they cost memory for a while, not stalls.
+# So a closed /ws or Pusher connection leaves no cycle of its own
+# (tests/test_connection_memory.py).
 GC_THRESHOLDS = (100_000, 20, 100)
 
 

@@ -1,0 +1,66 @@
+"""A closed realtime connection is freed by reference counting, at once.
+
+`courtside serve` makes full collections rare (courtside/serve.py): what only the cyclic
+collector can free stays in memory until one runs, which under steady connect churn can
+be a long while. So a closed /ws or Pusher connection must leave no reference cycle behind
+its connection object and its subscriptions. Checked with the collector off: nothing
+may need it.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from api.pusher_ws import PusherConnection
+from api.ws import WsConnection
+from bridge import Subscription
+from tests import factories
+from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
+from tests.test_realtime_support import running, ws_client
+
+KINDS = (WsConnection, PusherConnection, Subscription)
+
+
+@pytest.fixture
+def server(db: str) -> Iterator[str]:
+    with running(build_pusher_app(db)) as base:
+        yield base
+
+
+def alive() -> dict[str, int]:
+    counts = dict.fromkeys((k.__name__ for k in KINDS), 0)
+    for obj in gc.get_objects():
+        kind = type(obj)  # not isinstance: a dead weak proxy raises on that
+        if kind in KINDS:
+            counts[kind.__name__] += 1
+    return counts
+
+
+@pytest.mark.anyio
+async def test_closed_connections_leave_no_cycles(db: str, server: str) -> None:
+    world = factories.world(db, participants=2)
+    token = factories.token(db, world.participants[0])
+    channel = f"private-sport-session.{world.session_id}"
+    # What earlier tests left for the collector goes first.
+    gc.collect()
+    before = alive()
+    gc.disable()
+    try:
+        for _ in range(3):
+            async with ws_client(server, token) as ws:
+                await ws.subscribe(world.topic)
+                await ws.subscribe(f"user:{world.participants[0]}")
+            async with pusher_client(server, token) as pusher:
+                await authorized(server, token, pusher, channel)
+        # The server finishes each connection's release a moment after its client left.
+        for _ in range(100):
+            if alive() == before:
+                break
+            await anyio.sleep(0.1)
+        assert alive() == before
+    finally:
+        gc.enable()
