@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,21 @@ def _write_logged(local: CollectorRegistry, directory: Path) -> None:
         write(directory, local.collect())
     except OSError as exc:
         log.warning("cannot write this worker's metrics snapshot to %s: %s", directory, exc)
+
+
+_DIR_PREFIX = "courtside-metrics-"
+
+
+def make_directory(base: Path | None = None) -> Path:
+    """In the master, before the workers start: a new directory for their snapshots. The
+    master removes it when it ends; one killed outright cannot, so directories left by
+    masters that are no longer running are removed here first (the name carries the pid)."""
+    base = base or Path(tempfile.gettempdir())
+    for stale in base.glob(f"{_DIR_PREFIX}*-*"):
+        pid = stale.name[len(_DIR_PREFIX):].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=base))
 
 
 def directory_from_env(environ: Mapping[str, str] = os.environ) -> Path | None:

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from types import FrameType
@@ -135,8 +134,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
     if workers > 1:
         orphans.mark_master()
         # Where the workers leave their metrics for each other (api/metrics_workers.py).
-        metrics_dir = tempfile.mkdtemp(prefix="courtside-metrics-")
-        os.environ[metrics_workers.DIR_ENV] = metrics_dir
+        metrics_dir = metrics_workers.make_directory()
+        os.environ[metrics_workers.DIR_ENV] = str(metrics_dir)
     try:
         limits = RealtimeConfig.from_env().limits
         uvicorn.run(

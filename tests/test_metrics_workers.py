@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from api.metrics_workers import DIR_ENV, Snapshot, dump, load, merge
+from api.metrics_workers import DIR_ENV, Snapshot, dump, load, make_directory, merge
 from tests import factories
 from tests.test_metrics import Samples, one, scrape
 from tests.test_realtime_support import Ws, serve_process, sql_comment, ws_client
@@ -70,6 +72,23 @@ def test_merge_of_one_worker_is_its_own_numbers() -> None:
     assert flat(merged) == {**{k: v for k, v in flat(own).items()
                                if k[0] != "process_resident_memory_bytes"},
                             ("process_resident_memory_bytes", (("pid", "10"),)): 100.0}
+
+
+def test_a_new_master_removes_what_killed_masters_left(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"courtside-metrics-{gone.pid}-x1"
+    stale.mkdir()
+    (stale / "123.json").write_text("[]")
+    running_master = tmp_path / f"courtside-metrics-{os.getppid()}-x2"  # alive: kept
+    running_master.mkdir()
+    other = tmp_path / "courtside-metrics-notes-x3"
+    other.mkdir()
+    made = make_directory(tmp_path)
+    assert made.parent == tmp_path
+    assert made.name.startswith(f"courtside-metrics-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [made.name, running_master.name, other.name])
 
 
 # -- a real server with two workers ----------------------------------------------------------
