@@ -16,7 +16,7 @@ stores values as they change, and courtside's are read from live state at scrape
 - ``process_*`` and ``python_*`` stay per process, with a ``pid`` label.
 
 A sibling's numbers are at most `PUBLISH_INTERVAL` old. `merge` is pure; the file handling
-around it is small and synchronous (a few hundred bytes, no fsync: the files only need to
+around it is small and synchronous (a few kilobytes, no fsync: the files only need to
 outlive a worker, not the machine).
 """
 
