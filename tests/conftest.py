@@ -7,12 +7,14 @@ import pytest
 
 from courtside.migrate import migrate
 from courtside.pgcluster import Cluster
-from tests.pg import Server, owned_cluster, server
+from tests import pg
+from tests.pg import Server, owned_cluster
+from tests.test_realtime_support import build_app, running
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
-    with server() as srv:
+    with pg.server() as srv:
         yield srv
 
 
@@ -42,6 +44,15 @@ def own_cluster() -> Iterator[Cluster]:
     """A migrated cluster this test owns (database `courtside`): it may stop, restart or kill it."""
     with owned_cluster(migrated_db="courtside") as cluster:
         yield cluster
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, db: str) -> Iterator[str]:
+    """The base URL of the app under a real uvicorn on `db`: `build_app`, or the module's
+    ``SERVER_APP`` (e.g. the Pusher-enabled app)."""
+    build = getattr(request.module, "SERVER_APP", build_app)
+    with running(build(db)) as base:
+        yield base
 
 
 @pytest.fixture

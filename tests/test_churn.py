@@ -11,7 +11,6 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -21,16 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import factories
 from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
-from tests.test_realtime_support import running, sse_client, ws_client
+from tests.test_realtime_support import sse_client, ws_client
 
 CHURN_SECONDS = 6.0
 CLIENTS = 12
 
 
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_pusher_app(db)) as base:
-        yield base
+SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
 
 
 def reset(transport: asyncio.Transport) -> None:

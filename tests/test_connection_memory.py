@@ -10,7 +10,6 @@ may need it.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -20,15 +19,12 @@ from api.ws import WsConnection
 from bridge import Subscription
 from tests import factories
 from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
-from tests.test_realtime_support import running, ws_client
+from tests.test_realtime_support import ws_client
 
 KINDS = (WsConnection, PusherConnection, Subscription)
 
 
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_pusher_app(db)) as base:
-        yield base
+SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
 
 
 def alive() -> dict[str, int]:

@@ -10,7 +10,6 @@ import base64
 import logging
 import os
 import socket
-from collections.abc import Iterator
 
 import anyio
 import psycopg
@@ -19,18 +18,10 @@ from websockets.exceptions import ConnectionClosed
 
 from tests import factories
 from tests.test_realtime_support import (
-    build_app,
     reset_socket,
-    running,
     sse_client,
     ws_client,
 )
-
-
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_app(db)) as base:
-        yield base
 
 
 def psycopg_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -45,7 +36,6 @@ def handshake(port: int, token: str) -> socket.socket:
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                   f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
     return sock
-
 
 
 # A client gone during authentication. (This did not fail before the fix of the rare race

@@ -3,8 +3,6 @@ clients do, counted exactly, and the exposition parses as Prometheus reads it.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import httpx
 import psycopg
@@ -13,15 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import factories
 from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
-from tests.test_realtime_support import running, sql_comment, sse_client, ws_client
+from tests.test_realtime_support import sql_comment, sse_client, ws_client
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_pusher_app(db)) as base:
-        yield base
+SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
 
 
 async def scrape(base: str) -> Samples:

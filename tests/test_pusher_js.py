@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +20,7 @@ import pytest
 
 from tests import factories
 from tests.test_pusher_support import PUSHER, authorized, build_pusher_app, pusher_client
-from tests.test_realtime_support import running, sql_comment
+from tests.test_realtime_support import sql_comment
 
 JS = Path(__file__).resolve().parent / "js"
 
@@ -37,10 +37,7 @@ def echo_js() -> Path:
     return JS / "echo_client.mjs"
 
 
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_pusher_app(db)) as base:
-        yield base
+SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
 
 
 class Echo:

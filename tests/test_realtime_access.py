@@ -3,7 +3,6 @@ sessions — on the WebSocket, on SSE and for tickets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,12 +22,6 @@ from tests.test_realtime_support import (
     ws_client,
     ws_url,
 )
-
-
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_app(db)) as base:
-        yield base
 
 
 async def handshake_status(url: str, headers: dict[str, str] | None = None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -11,20 +10,12 @@ import pytest
 
 from tests import factories
 from tests.test_realtime_support import (
-    build_app,
     rest,
-    running,
     same_bytes,
     sql_comment,
     sse_client,
     ws_client,
 )
-
-
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_app(db)) as base:
-        yield base
 
 
 @pytest.mark.anyio

@@ -3,21 +3,13 @@ reset when what it missed is no longer kept."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
 from tests import factories
-from tests.test_realtime_support import build_app, running, sql, sse_client, ws_client
+from tests.test_realtime_support import sql, sse_client, ws_client
 
 MISSED = 50
-
-
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_app(db)) as base:
-        yield base
 
 
 def write_comments(dsn: str, session_id: object, user_id: object, n: int, tag: str) -> list[str]:

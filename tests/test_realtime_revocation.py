@@ -5,7 +5,6 @@ with an error saying why. The clock starts when the writing transaction has comm
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -14,9 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from tests import factories
 from tests.test_realtime_support import (
     Ws,
-    build_app,
     rest,
-    running,
     sql,
     sql_comment,
     sse_client,
@@ -24,12 +21,6 @@ from tests.test_realtime_support import (
 )
 
 BOUND = 1.0  # seconds: the requirement
-
-
-@pytest.fixture
-def server(db: str) -> Iterator[str]:
-    with running(build_app(db)) as base:
-        yield base
 
 
 def token_id(token: str) -> int:
