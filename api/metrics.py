@@ -11,6 +11,7 @@ whichever accepts it: it reports every worker's numbers, merged (api/metrics_wor
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -96,6 +98,34 @@ class RealtimeCollector(Collector):
         yield from _pool_metrics(_pools(state, rt))
 
 
+class GcCollector(Collector):
+    """The collector's pauses and frozen heap, when `courtside.gctune` tunes it. Named
+    `python_*`: one process's numbers, reported per worker under --workers."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._app = app
+
+    def collect(self) -> Iterable[Metric]:
+        tuner = getattr(self._app.state, "gc_tuner", None)
+        if tuner is None:
+            return
+        pauses = HistogramMetricFamily(
+            "python_gc_pause_seconds",
+            "Time the cyclic garbage collector stopped this process, per generation.",
+            labels=["generation"])
+        for generation, hist in tuner.pauses.items():
+            pauses.add_metric([str(generation)], hist.cumulative(), hist.total)
+        yield pauses
+        yield GaugeMetricFamily(
+            "python_gc_frozen_objects",
+            "Objects in the permanent generation, which collections do not walk.",
+            value=gc.get_freeze_count())
+        yield CounterMetricFamily(
+            "python_gc_compactions",
+            "Full collections of the frozen heap (unfreeze, collect, freeze).",
+            value=tuner.compactions)
+
+
 def _pools(state: Any, rt: Any) -> dict[str, AsyncConnectionPool[Any]]:
     found: dict[str, AsyncConnectionPool[Any]] = {}
     for pool in (getattr(state, "pool", None), getattr(rt, "pool", None),
@@ -123,6 +153,7 @@ def local_registry(app: Starlette) -> CollectorRegistry:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         registry.register(RealtimeCollector(app))
+        registry.register(GcCollector(app))
         app.state.metrics_local = registry
     return registry
 

@@ -22,14 +22,10 @@ Pusher protocol transport, off unless key and secret are set).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from types import FrameType
 
 import uvicorn
@@ -41,53 +37,11 @@ from api.pusher import pusher_routes
 from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
 from bridge import BridgeConfig
 from courtside import embedded, logs, orphans
+from courtside.gctune import tuned_gc
 from courtside.migrate import migrate
 from courtside.settings import Settings
 
 log = logging.getLogger("courtside.serve")
-
-# Why the collector is tuned (bench/results/README.md, "What the profiles show"): every
-# realtime connection keeps a few dozen KB of container objects alive (tasks, cancel scopes,
-# protocol state) for as long as it is open. With CPython's default thresholds (700, 10, 10)
-# the cyclic collector runs a young collection every 700 net allocations and, every 100 of
-# those, a full one that walks *every* tracked object: with thousands of connections that
-# is a 100-250 ms stall of the event loop, several times a second under load: the whole
-# latency tail (p99 224 ms against the floor's 5.5 ms) and half the fan-out CPU.
-# - gc.freeze() after startup moves everything built so far (modules, the app, the pools,
-#   the bridge) to the permanent generation: no collection ever walks it again.
-# - A young collection every 100,000 net allocations instead of 700 makes collections 140 x
-#   rarer; each walks only young objects, so it is short when few of them live on (after a
-#   burst of new connections, ~100,000 live young objects make it 25-80 ms: measured, kept
-#   in bench/results/README.md). Middle and full collections follow at (20, 100): a full
-#   one is then a rare event (and CPython also skips it until the objects that survived
-#   since the last one are 25 % of the long-lived heap).
-# Garbage cycles are still collected, only later: they cost memory for a while, not stalls.
-# So a closed /ws or Pusher connection leaves no cycle of its own
-# (tests/test_connection_memory.py).
-GC_THRESHOLDS = (100_000, 20, 100)
-
-
-def tuned_gc(
-    inner: Callable[[Starlette], AbstractAsyncContextManager[None]],
-) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """Wrap an `extra_lifespan`: once it has started, freeze the startup heap and raise the
-    collector's thresholds (see GC_THRESHOLDS); on shutdown, put both back as they were."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner(app):
-            previous = gc.get_threshold()
-            gc.collect()  # what startup left as garbage must not be frozen with the rest
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
-            try:
-                yield
-            finally:
-                gc.set_threshold(*previous)
-                gc.unfreeze()
-
-    return lifespan
-
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
