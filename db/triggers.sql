@@ -28,29 +28,44 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- The one rendering of a comment, shared by the REST API and the events (DESIGN §4.3).
+-- The one rendering of a comment, shared by the REST API and the events (DESIGN §4.3), from
+-- the comment, its author (NULL if none) and its mentions, already rendered. One SQL
+-- expression without subqueries, so PostgreSQL inlines it into the statement that calls
+-- it: no function call, and no plan of its own.
+CREATE OR REPLACE FUNCTION realtime.comment_json_of_v1(
+    c public.sport_session_comments, u public.users, mentions jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', c.id,
+        'content', c.content,
+        'user', CASE WHEN u.id IS NOT NULL THEN jsonb_build_object(
+            'id', u.id, 'firstname', u.firstname, 'lastname', u.lastname, 'avatar', u.avatar)
+            END,
+        'mentions', mentions,
+        'created_at', realtime.ts_v1(c.created_at),
+        'updated_at', realtime.ts_v1(c.updated_at))
+$$;
+
+-- A comment as it stands, its author and mentions read here.
 -- PL/pgSQL rather than SQL: a PL/pgSQL function keeps its plans for the whole session,
 -- where a non-inlined SQL function is planned again in every transaction that calls it.
 CREATE OR REPLACE FUNCTION realtime.comment_json_v1(c public.sport_session_comments)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u public.users;
+    mentions jsonb;
 BEGIN
-    RETURN jsonb_build_object(
-        'id', c.id,
-        'content', c.content,
-        'user', (
-            SELECT jsonb_build_object(
-                'id', u.id, 'firstname', u.firstname, 'lastname', u.lastname, 'avatar', u.avatar)
-            FROM public.users u WHERE u.id = c.user_id),
-        'mentions', coalesce((
-            SELECT jsonb_agg(
-                jsonb_build_object('id', mu.id, 'firstname', mu.firstname, 'lastname', mu.lastname)
-                ORDER BY m.created_at, mu.lastname, mu.firstname, mu.id)
-            FROM public.sport_session_comment_mentions m
-            JOIN public.users mu ON mu.id = m.mentioned_user_id
-            WHERE m.comment_id = c.id), '[]'::jsonb),
-        'created_at', realtime.ts_v1(c.created_at),
-        'updated_at', realtime.ts_v1(c.updated_at));
+    SELECT * INTO u FROM public.users WHERE id = c.user_id;
+    mentions := coalesce((
+        SELECT jsonb_agg(
+            jsonb_build_object('id', mu.id, 'firstname', mu.firstname, 'lastname', mu.lastname)
+            ORDER BY m.created_at, mu.lastname, mu.firstname, mu.id)
+        FROM public.sport_session_comment_mentions m
+        JOIN public.users mu ON mu.id = m.mentioned_user_id
+        WHERE m.comment_id = c.id), '[]'::jsonb);
+    RETURN realtime.comment_json_of_v1(c, u, mentions);
 END
 $$;
 
@@ -255,12 +270,14 @@ BEGIN
     -- One comment, inserted by this transaction: no other transaction can see it, let alone
     -- change it, so it is read in the very statement that takes its topic counters (row
     -- locks held to commit, in topic order: session: before user:). Without a mention row
-    -- written in this transaction it has none, and the statement is leaner still.
+    -- written in this transaction it has none, and the statement is leaner still: it
+    -- renders the comment itself, with its author joined and no mentions.
     IF v_pending = '+' || substr(v_pending, 2, 36) THEN
         WITH c AS (
             SELECT c.id, 'session:' || c.sport_session_id AS topic,
-                   realtime.comment_json_v1(c) AS j
+                   realtime.comment_json_of_v1(c, u, '[]'::jsonb) AS j
             FROM public.sport_session_comments c
+            LEFT JOIN public.users u ON u.id = c.user_id
             WHERE c.id = substr(v_pending, 2)::uuid AND c.deleted_at IS NULL),
         s AS (
             INSERT INTO realtime.streams AS s (topic, last_seq)
