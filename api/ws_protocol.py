@@ -108,6 +108,21 @@ class _ReceiveQueue:
         return self._items.pop(0)
 
 
+class _GateFlag:
+    """A flag of the protocol that its gate follows (uvicorn's own are set by uvicorn):
+    stored as ``_<name>``; setting it recomputes ``gate.open``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, obj: CourtsideWebSocketProtocol, objtype: type | None = None) -> bool:
+        return cast(bool, getattr(obj, self._slot))
+
+    def __set__(self, obj: CourtsideWebSocketProtocol, value: bool) -> None:
+        setattr(obj, self._slot, value)
+        obj._regate()
+
+
 class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with a `FrameWriter` for the app, and less
     per-connection memory: a lighter receive queue and writable flag, and the handshake's
@@ -118,8 +133,7 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
         # Before uvicorn's __init__: it sets the flags that the gate follows.
         self._gate = Gate()
         self._handshake_complete = self._close_sent = self._disconnected = False
-        self._paused = False
-        self._closing = False  # a close frame was received, or the server is shutting down
+        self._paused = self._closing = False
         super().__init__(*args, **kwargs)
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
         # uvicorn's asyncio.Event, used the same way (set / clear / is_set / wait), lighter.
@@ -137,6 +151,12 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- the gate: uvicorn's flags, and what closes a connection without them --------------
 
+    handshake_complete = _GateFlag()
+    close_sent = _GateFlag()
+    disconnected = _GateFlag()
+    paused = _GateFlag()
+    closing = _GateFlag()  # a close frame was received, or the server is shutting down
+
     @property
     def gate(self) -> Gate:
         return self._gate
@@ -145,53 +165,22 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
         self._gate.open = (self._handshake_complete and not self._close_sent
                            and not self._disconnected and not self._closing and not self._paused)
 
-    @property
-    def handshake_complete(self) -> bool:
-        return self._handshake_complete
-
-    @handshake_complete.setter
-    def handshake_complete(self, value: bool) -> None:
-        self._handshake_complete = value
-        self._regate()
-
-    @property
-    def close_sent(self) -> bool:
-        return self._close_sent
-
-    @close_sent.setter
-    def close_sent(self, value: bool) -> None:
-        self._close_sent = value
-        self._regate()
-
-    @property
-    def disconnected(self) -> bool:
-        return self._disconnected
-
-    @disconnected.setter
-    def disconnected(self, value: bool) -> None:
-        self._disconnected = value
-        self._regate()
-
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._paused = True
-        self._regate()
+        self.paused = True
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._paused = False
-        self._regate()
+        self.paused = False
 
     def handle_close(self, event: Frame) -> None:
         # uvicorn answers the peer's close frame and closes the transport, flags unchanged.
-        self._closing = True
-        self._regate()
+        self.closing = True
         super().handle_close(event)
 
     def shutdown(self) -> None:
         # The server stops: uvicorn writes close 1012 itself, flags unchanged.
-        self._closing = True
-        self._regate()
+        self.closing = True
         super().shutdown()
 
     # -- the connection ------------------------------------------------------------------
