@@ -130,7 +130,7 @@ class LiveSubscriptions(Generic[LiveT]):
                     tg.start_soon(self._end, live)
         # The connection holds this object, and this object held the connection's methods:
         # without the cycle, a closed connection is freed by reference counting at once,
-        # instead of waiting for a full collection (rare by design, courtside/serve.py).
+        # instead of waiting for a collection (courtside/gctune.py).
         self._deliver = _ended_deliver
         self._release = _ended_release
 

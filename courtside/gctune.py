@@ -31,8 +31,9 @@ What this module does instead (CPython 3.11-3.13's three generations):
   again. That is one long pause, as rare as the full collections CPython itself makes
   (it waits for the long-lived heap to grow by a quarter).
 
-CPython 3.14's incremental collector has two generations and no such stalls to remove:
-there only the startup freeze applies. `python_gc_*` metrics on /metrics show the pauses.
+CPython 3.14 replaced this collector with an incremental one of two generations, which
+this tuning was not measured against: there only the startup freeze applies.
+`python_gc_*` metrics on /metrics show the pauses.
 """
 
 from __future__ import annotations
