@@ -47,12 +47,18 @@ _COUNTERS = {
                 "Subscriptions ended because their client fell too far behind."),
     "reconnects": ("courtside_listen_reconnects",
                    "Times the LISTEN connection was established again after a loss."),
+    "leave_batches": ("courtside_presence_leave_batches",
+                      "Transactions that made queued presence leaves (bridge/leaves.py)."),
+    "leave_retries": ("courtside_presence_leave_retries",
+                      "Batches of presence leaves tried again after a database failure."),
 }
 _GAUGES = {
     "ready": ("courtside_ready", "1 while LISTEN is connected and every topic is caught up."),
     "topics": ("courtside_topics", "Topics with at least one subscription in this process."),
     "subscribers": ("courtside_subscriptions", "Live subscriptions in this process."),
     "queued": ("courtside_queued_events", "Events waiting in subscription queues."),
+    "leaves_queued": ("courtside_presence_leaves_queued",
+                      "Presence leaves of closed connections not made yet."),
 }
 # psycopg_pool's get_stats() keys; the counters appear there once they are non-zero.
 _POOL_GAUGES = {

@@ -95,6 +95,9 @@ class Bridge:
             "pushes": hub.pushes if hub else 0,
             "cutoffs": hub.cutoffs if hub else 0,
             "reconnects": self._listener.reconnects,
+            "leaves_queued": len(self.presence.leaves),
+            "leave_batches": self.presence.leaves.batches,
+            "leave_retries": self.presence.leaves.retries,
         }
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class Bridge:
                 await self.pool.open(wait=False)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._catch_up_loop, hub)
+                await tg.start(self.presence.leaves.run)
                 await tg.start(self._listener.run)
                 try:
                     await self.presence.heartbeat()

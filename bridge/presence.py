@@ -3,7 +3,9 @@
 The registry lives in PostgreSQL (db/functions/presence.sql) so that every node sees every
 user. A realtime connection's row stays alive while its node heartbeats; the node remembers
 its own rows so that, if it was ever reaped (its heartbeat lost longer than the TTL — a long
-database outage), it joins them again instead of leaving its users offline for good.
+database outage), it joins them again instead of leaving its users offline for good. Leaves
+go through a queue the bridge runs (bridge/leaves.py), so that none is lost when its
+connection stops waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bridge import sqlfile
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeUnavailable
 from bridge.finish import query_connection
+from bridge.leaves import Key, LeaveQueue
 
 log = logging.getLogger("courtside.bridge")
 
@@ -40,8 +43,10 @@ class Presence:
         self._pool = pool
         self.node_id = node_id
         self._config = config
-        self._local: dict[tuple[str, str, str], None] = {}
+        self._local: dict[Key, None] = {}
         self._beating = False
+        self.leaves = LeaveQueue(self._leave_batch, backoff_initial=config.backoff_initial,
+                                 backoff_max=config.backoff_max)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -63,6 +68,10 @@ class Presence:
                    ttl: float | None = None) -> bool:
         """Join; True if the user just came online. ``ttl`` None: a connection of this node."""
         node_id = self.node_id if ttl is None else None
+        leaving = self.leaves.pending((topic, str(user_id), conn_id))
+        if leaving is not None:
+            with anyio.move_on_after(self._config.query_timeout):
+                await leaving.done.wait()
         became = await self._one(_SQL.join, {"topic": topic, "user_id": str(user_id),
                                              "conn_id": conn_id, "node_id": node_id, "ttl": ttl})
         if ttl is None:
@@ -70,11 +79,31 @@ class Presence:
         return bool(became)
 
     async def leave(self, topic: str, user_id: UserId, conn_id: str) -> bool:
-        """Leave; True if the user just went offline."""
-        self._local.pop((topic, str(user_id), conn_id), None)
-        went = await self._one(_SQL.leave, {"topic": topic, "user_id": str(user_id),
-                                            "conn_id": conn_id})
-        return bool(went)
+        """Leave; True if the user just went offline. The leave is made even if the caller
+        stops waiting for it (BridgeUnavailable after query_timeout: it is still queued)."""
+        key = (topic, str(user_id), conn_id)
+        self._local.pop(key, None)
+        leave = self.leaves.submit(key)
+        with anyio.move_on_after(self._config.query_timeout):
+            await leave.done.wait()
+        if not leave.done.is_set():
+            raise BridgeUnavailable(f"presence leave queued for {self._config.query_timeout} s")
+        if leave.went_offline is None:
+            raise BridgeUnavailable("presence leave not made (the node is stopping)")
+        return leave.went_offline
+
+    async def _leave_batch(self, keys: list[Key]) -> list[bool]:
+        params = {"topics": [k[0] for k in keys], "user_ids": [k[1] for k in keys],
+                  "conn_ids": [k[2] for k in keys]}
+        # Only an outage is worth trying again (bridge/leaves.py); any other error is a bug.
+        try:
+            async with query_connection(self._pool, self._config.query_timeout) as conn:
+                cur = await conn.execute(_SQL.leave_many, params)
+                rows = await cur.fetchall()
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            raise BridgeUnavailable(f"presence leaves failed: {exc!r}") from exc
+        went = dict(rows)
+        return [bool(went.get(i + 1)) for i in range(len(keys))]
 
     async def typing(self, topic: str, user_id: UserId, is_typing: bool, *,
                      duration: float = 5.0, origin: str | None = None) -> datetime:

@@ -4,8 +4,10 @@
 SELECT realtime.presence_join_v1(%(topic)s, %(user_id)s, %(conn_id)s, %(node_id)s,
                                  make_interval(secs => %(ttl)s))
 
--- name: leave
-SELECT realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s)
+-- name: leave_many
+SELECT l.ord, l.went_offline
+FROM realtime.presence_leave_many_v1(%(topics)s::text[], %(user_ids)s::uuid[],
+                                     %(conn_ids)s::text[]) AS l
 
 -- name: typing
 SELECT realtime.presence_typing_v1(%(topic)s, %(user_id)s, %(is_typing)s,

@@ -105,6 +105,31 @@ BEGIN
 END
 $$;
 
+-- Leave many at once (bridge/leaves.py: a node's connections that closed together), in one
+-- transaction. The per-(topic, user) locks are taken in one global order, so two nodes'
+-- batches cannot deadlock on each other; they are held to commit, which makes `user.offline`
+-- and a concurrent join on another node still agree. Returns, for each position of the
+-- input (1-based), whether that leave took its user offline.
+CREATE OR REPLACE FUNCTION realtime.presence_leave_many_v1(
+    p_topics text[], p_user_ids uuid[], p_conn_ids text[])
+RETURNS TABLE (ord bigint, went_offline boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT t.ord, t.topic, t.user_id, t.conn_id
+        FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
+            AS t(topic, user_id, conn_id, ord)
+        ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+    LOOP
+        ord := r.ord;
+        went_offline := realtime.presence_leave_v1(r.topic, r.user_id, r.conn_id);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- Typing: publishes `user.typing` and remembers it for p_for, so the list shows isTyping.
 CREATE OR REPLACE FUNCTION realtime.presence_typing_v1(
     p_topic text, p_user_id uuid, p_is_typing boolean, p_for interval, p_origin text DEFAULT NULL)

@@ -1,0 +1,211 @@
+"""Presence leaves go through the bridge's queue (bridge/leaves.py): a leave whose connection
+stopped waiting still happens, a storm of them takes each user offline exactly once, in
+batches, and a join never overtakes a leave of the same connection still queued."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import anyio
+import psycopg
+import pytest
+
+from bridge import Bridge, BridgeClosed, BridgeUnavailable
+from bridge.leaves import Key, LeaveQueue
+from tests import factories
+from tests.bridge_helpers import FAST, Collector, collect, running, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+def presence_rows(dsn: str, topic: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT user_id::text, conn_id FROM realtime.presence"
+                            " WHERE topic = %s ORDER BY conn_id", (topic,)).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def offline(c: Collector) -> list[str]:
+    return [e.payload["userId"] for e in c.ephemeral if e.type == "user.offline"]
+
+
+@contextlib.asynccontextmanager
+async def row_locked(dsn: str, conn_id: str) -> AsyncIterator[None]:
+    """Hold the lock of one presence row: a leave of it waits, inside its batch, until the
+    block ends."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT 1 FROM realtime.presence WHERE conn_id = %s FOR UPDATE",
+                                 (conn_id,))
+        assert await cur.fetchone() is not None
+        yield
+        await conn.rollback()
+
+
+async def leave_giving_up(bridge: Bridge, topic: str, user: uuid.UUID, conn_id: str,
+                          outcomes: list[object], after: float) -> None:
+    """A closing connection's leave: it waits `after` seconds at most."""
+    with anyio.move_on_after(after):
+        outcomes.append(await bridge.presence.leave(topic, user, conn_id))
+        return
+    outcomes.append("gave up")
+
+
+async def test_a_leave_its_connection_stopped_waiting_for_still_happens(db: str) -> None:
+    # One pooled connection, held by a leave that waits on a row lock: the other leaves
+    # queue behind it while their callers give up, as closing connections do after
+    # api/live_subs.RELEASE_TIMEOUT. Each leave must still be made, and each user told of.
+    w = factories.world(db, participants=3)
+    users = w.participants
+    config = replace(FAST, pool_min_size=1, pool_max_size=1)
+    async with running(db, node_id="watcher") as watcher, anyio.create_task_group() as tg:
+        c = await collect(tg, watcher, w.topic)
+        async with running(db, node_id="node-a", config=config) as a:
+            for i, user in enumerate(users):
+                assert await a.presence.join(w.topic, user, f"c{i}") is True
+            outcomes: list[object] = []
+            async with row_locked(db, "c0"):
+                async with anyio.create_task_group() as leaving:
+                    for i, user in enumerate(users):
+                        leaving.start_soon(leave_giving_up, a, w.topic, user, f"c{i}",
+                                           outcomes, 0.5)
+                assert outcomes == ["gave up"] * 3
+                await anyio.sleep(0.5)
+                assert len(presence_rows(db, w.topic)) == 3  # nothing made while locked
+            await wait_for(lambda: len(offline(c)) == 3, 10, "every user offline")
+            assert presence_rows(db, w.topic) == []
+            assert sorted(offline(c)) == sorted(str(u) for u in users)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_storm_of_leaves_takes_each_user_offline_once_in_batches(db: str) -> None:
+    users_n, tabs = 40, 3
+    w = factories.world(db, participants=users_n)
+    async with running(db, node_id="watcher") as watcher, anyio.create_task_group() as tg:
+        c = await collect(tg, watcher, w.topic)
+        async with running(db, node_id="node-a") as a:
+            async with anyio.create_task_group() as joining:
+                for user in w.participants:
+                    for tab in range(tabs):
+                        joining.start_soon(a.presence.join, w.topic, user, f"{user}/{tab}")
+            await wait_for(lambda: sum(e.type == "user.online" for e in c.ephemeral) == users_n,
+                           10, "every user online")
+            went: dict[str, list[bool]] = {str(u): [] for u in w.participants}
+
+            async def leave(user: uuid.UUID, tab: int) -> None:
+                went[str(user)].append(await a.presence.leave(w.topic, user, f"{user}/{tab}"))
+
+            batches = a.presence.leaves.batches
+            async with anyio.create_task_group() as leaving:
+                for tab in range(tabs):  # interleaved: a user's tabs in different places
+                    for user in w.participants:
+                        leaving.start_soon(leave, user, tab)
+            # Exactly one leave per user was its last, and only that one said so.
+            assert {u: sorted(v) for u, v in went.items()} == {
+                str(u): [False] * (tabs - 1) + [True] for u in w.participants}
+            assert a.presence.leaves.batches - batches <= users_n * tabs // 4
+            assert presence_rows(db, w.topic) == []
+            await wait_for(lambda: len(offline(c)) == users_n, 10, "every user offline")
+            await anyio.sleep(0.3)
+            assert sorted(offline(c)) == sorted(str(u) for u in w.participants)
+        tg.cancel_scope.cancel()
+
+
+async def lock_waits(dsn: str) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT count(*) FROM pg_stat_activity"
+                                 " WHERE wait_event_type = 'Lock'")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_join_waits_for_a_queued_leave_of_the_same_connection(db: str) -> None:
+    w = factories.world(db, participants=2)
+    alice, bob = w.participants
+    async with running(db, node_id="watcher") as watcher, anyio.create_task_group() as tg:
+        c = await collect(tg, watcher, w.topic)
+        async with running(db, node_id="node-a") as a, anyio.create_task_group() as rejoin:
+            assert await a.presence.join(w.topic, bob, "b") is True
+            assert await a.presence.join(w.topic, alice, "k") is True
+            outcomes: list[object] = []
+            async with row_locked(db, "b"):
+                # bob's batch runs and waits on the lock ...
+                rejoin.start_soon(leave_giving_up, a, w.topic, bob, "b", outcomes, 0.2)
+                deadline = anyio.current_time() + 5
+                while await lock_waits(db) == 0:
+                    assert anyio.current_time() < deadline, "bob's leave never ran"
+                    await anyio.sleep(0.02)
+                # ... alice's leave is queued behind it, and her connection gives up on it ...
+                await leave_giving_up(a, w.topic, alice, "k", outcomes, 0.2)
+                assert outcomes == ["gave up", "gave up"]
+                # ... and the same connection joins again, while the pool has connections
+                # to spare: the join must wait for the leave, or the leave would undo it.
+                rejoin.start_soon(a.presence.join, w.topic, alice, "k")
+                await anyio.sleep(0.3)
+                assert a.presence.leaves.pending((w.topic, str(alice), "k")) is not None
+        assert presence_rows(db, w.topic) == []  # node-a stopped: node_leave took all
+        alice_events = [e.type for e in c.ephemeral if e.payload["userId"] == str(alice)]
+        # online, offline (the leave), online (the join after it), offline (node-a stopped)
+        assert alice_events == ["user.online", "user.offline", "user.online", "user.offline"]
+        tg.cancel_scope.cancel()
+
+
+class _Outage:
+    """A batch runner whose database is away for its first `fails` calls."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls: list[list[Key]] = []
+        self.gate = anyio.Event()  # the first call fails only once this is set
+
+    async def __call__(self, keys: list[Key]) -> list[bool]:
+        self.calls.append(list(keys))
+        if len(self.calls) == 1:
+            await self.gate.wait()
+        if len(self.calls) <= self.fails:
+            raise BridgeUnavailable("database away")
+        return [key[2].endswith("!") for key in keys]
+
+
+async def test_the_queue_tries_a_failed_batch_again_in_order_and_merges_repeats() -> None:
+    run = _Outage(fails=2)
+    queue = LeaveQueue(run, backoff_initial=0.01, backoff_max=0.02)
+    with pytest.raises(BridgeClosed):
+        queue.submit(("t", "u", "c"))  # not running
+    async with anyio.create_task_group() as tg:
+        await tg.start(queue.run)
+        first = [queue.submit(("t", "u", f"c{i}")) for i in range(3)]
+        await wait_for(lambda: len(run.calls) == 1, 5, "the first attempt")
+        # Asked again while its batch was in flight, which then fails: one leave, made
+        # once, and both waiters answered.
+        again = queue.submit(("t", "u", "c1"))
+        assert again is not first[1]
+        last = queue.submit(("t", "u", "c3!"))
+        run.gate.set()
+        for leave in [*first, again, last]:
+            with anyio.fail_after(5):
+                await leave.done.wait()
+        tg.cancel_scope.cancel()
+    assert run.calls[0] == [("t", "u", "c0"), ("t", "u", "c1"), ("t", "u", "c2")]
+    assert run.calls[-1] == [("t", "u", "c0"), ("t", "u", "c1"), ("t", "u", "c2"),
+                             ("t", "u", "c3!")]
+    assert queue.retries == 2
+    assert [leave.went_offline for leave in [*first, again, last]] == [False] * 4 + [True]
+    assert sum(call.count(("t", "u", "c1")) for call in run.calls) == 3  # once per attempt
+
+
+async def test_leaves_still_queued_when_the_node_stops_are_released() -> None:
+    run = _Outage(fails=1_000)
+    queue = LeaveQueue(run, backoff_initial=5.0, backoff_max=5.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(queue.run)
+        leave = queue.submit(("t", "u", "c"))
+        run.gate.set()
+        await wait_for(lambda: len(run.calls) == 1, 5, "a failed attempt")
+        tg.cancel_scope.cancel()
+    assert leave.done.is_set()
+    assert leave.went_offline is None
+    assert len(queue) == 0
