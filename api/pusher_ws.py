@@ -558,11 +558,15 @@ class PusherConnection(FrameSender):
             await self._leave(live.channel, live.user_id, live.stay)
 
     async def _leave(self, channel: Channel, user_id: uuid.UUID, stay: str) -> None:
+        # Queued before the typing stop, which may be cut short (RELEASE_TIMEOUT): the leave
+        # is made regardless.
+        presence = self.rt.bridge.presence
         with contextlib.suppress(BridgeError):
+            leave = presence.leaving(channel.topic.name, user_id, stay)
             if self.core.typing_active(channel.name):  # the connection is going, typing
-                await self.rt.bridge.presence.typing(channel.topic.name, user_id, False,
-                                                     origin=self.socket_id)
-            await self.rt.bridge.presence.leave(channel.topic.name, user_id, stay)
+                await presence.typing(channel.topic.name, user_id, False,
+                                      origin=self.socket_id)
+            await presence.left(leave)
 
     def _wire(self, live: _Channel, event: Event, framed: bool) -> list[bytes]:
         """What one event becomes on this channel: payloads, or whole frames (``framed``);

@@ -335,14 +335,16 @@ class WsConnection(FrameSender):
             await self._leave(live.topic)
 
     async def _leave(self, topic: Topic) -> None:
-        # The connection is going (or the topic is): say the user stopped typing there, so
-        # their other connections' presence does not show a stale indicator, then leave.
+        # The connection is going (or the topic is): leave, and say the user stopped typing
+        # there, so their other connections' presence does not show a stale indicator. The
+        # leave is queued first: this may be cut short (RELEASE_TIMEOUT), the leave may not.
+        presence = self.rt.bridge.presence
         with contextlib.suppress(BridgeError):
+            leave = presence.leaving(topic.name, self.principal.user_id, self.socket_id)
             if self.core.typing_active(topic.name):
-                await self.rt.bridge.presence.typing(topic.name, self.principal.user_id, False,
-                                                     origin=self.socket_id)
-            await self.rt.bridge.presence.leave(topic.name, self.principal.user_id,
-                                                self.socket_id)
+                await presence.typing(topic.name, self.principal.user_id, False,
+                                      origin=self.socket_id)
+            await presence.left(leave)
 
     async def _may_see_mention(self, event: Event) -> bool:
         """A mention carries a session's comment to a user topic. The REST API only lets

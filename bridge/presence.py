@@ -26,7 +26,7 @@ from bridge import sqlfile
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeUnavailable
 from bridge.finish import query_connection
-from bridge.leaves import Key, LeaveQueue
+from bridge.leaves import Key, Leave, LeaveQueue
 
 log = logging.getLogger("courtside.bridge")
 
@@ -81,9 +81,16 @@ class Presence:
     async def leave(self, topic: str, user_id: UserId, conn_id: str) -> bool:
         """Leave; True if the user just went offline. The leave is made even if the caller
         stops waiting for it (BridgeUnavailable after query_timeout: it is still queued)."""
+        return await self.left(self.leaving(topic, user_id, conn_id))
+
+    def leaving(self, topic: str, user_id: UserId, conn_id: str) -> Leave:
+        """Queue a leave, without waiting for it: from here on it is made whatever the
+        caller does next (`left` waits for it)."""
         key = (topic, str(user_id), conn_id)
         self._local.pop(key, None)
-        leave = self.leaves.submit(key)
+        return self.leaves.submit(key)
+
+    async def left(self, leave: Leave) -> bool:
         with anyio.move_on_after(self._config.query_timeout):
             await leave.done.wait()
         if not leave.done.is_set():

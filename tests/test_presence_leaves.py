@@ -1,6 +1,7 @@
 """Presence leaves go through the bridge's queue (bridge/leaves.py): a leave whose connection
 stopped waiting still happens, a storm of them takes each user offline exactly once, in
-batches, and a join never overtakes a leave of the same connection still queued."""
+batches, a join never overtakes a leave of the same connection still queued, and a closing
+connection queues its leave before anything else it does on the way out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from bridge import Bridge, BridgeClosed, BridgeUnavailable
 from bridge.leaves import Key, LeaveQueue
 from tests import factories
 from tests.bridge_helpers import FAST, Collector, collect, running, wait_for
+from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
+from tests.test_realtime_support import ws_client
+
+SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +31,14 @@ def presence_rows(dsn: str, topic: str) -> list[tuple[str, str]]:
         rows = conn.execute("SELECT user_id::text, conn_id FROM realtime.presence"
                             " WHERE topic = %s ORDER BY conn_id", (topic,)).fetchall()
     return [(r[0], r[1]) for r in rows]
+
+
+def typing_rows(dsn: str, topic: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM realtime.presence"
+                           " WHERE topic = %s AND typing_until > now()", (topic,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def offline(c: Collector) -> list[str]:
@@ -111,6 +124,39 @@ async def test_a_storm_of_leaves_takes_each_user_offline_once_in_batches(db: str
             await anyio.sleep(0.3)
             assert sorted(offline(c)) == sorted(str(u) for u in w.participants)
         tg.cancel_scope.cancel()
+
+
+BROKEN_TYPING = """
+    CREATE OR REPLACE FUNCTION realtime.presence_typing_v1(
+        p_topic text, p_user_id uuid, p_is_typing boolean, p_for interval,
+        p_origin text DEFAULT NULL)
+    RETURNS timestamptz LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'typing is broken'; END $$
+"""
+
+
+@pytest.mark.parametrize("transport", ["ws", "pusher"])
+async def test_a_typing_connection_that_closes_leaves_even_when_its_typing_stop_fails(
+        db: str, server: str, transport: str) -> None:
+    # A connection closing while typing also tells the others that its user stopped. When
+    # that query fails (here: a function that raises; in life a timeout, a lock, a dropped
+    # connection), the leave must still be made: it is queued first.
+    w = factories.world(db, participants=1)
+    token = factories.token(db, w.owner)
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "ws":
+            ws = await stack.enter_async_context(ws_client(server, token))
+            assert (await ws.subscribe(w.topic))["type"] == "subscribed"
+            await ws.send({"type": "typing", "topic": w.topic, "isTyping": True})
+        else:
+            channel = f"presence-sport-session.{w.session_id}"
+            pusher = await stack.enter_async_context(pusher_client(server))
+            ok = await authorized(server, token, pusher, channel)
+            assert ok["event"] == "pusher_internal:subscription_succeeded", ok
+            await pusher.send("client-typing", {"isTyping": True}, channel)
+        await wait_for(lambda: typing_rows(db, w.topic) == 1, 5, "the typing indicator")
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(BROKEN_TYPING)
+    await wait_for(lambda: presence_rows(db, w.topic) == [], 10, "the leave")
 
 
 async def lock_waits(dsn: str) -> int:
