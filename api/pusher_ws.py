@@ -21,12 +21,11 @@ channels are re-checked as an anonymous reader: a session made private ends them
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, get_args
 
 import anyio
@@ -37,7 +36,7 @@ from starlette.websockets import WebSocket
 from api import realtime_auth
 from api.access import can_read_session
 from api.errors import ApiError
-from api.frame_sender import FrameSender, Gone
+from api.frame_sender import Gone
 from api.live_subs import Live, LiveSubscriptions
 from api.pusher_protocol import (
     TYPING_EVENT,
@@ -63,6 +62,7 @@ from api.pusher_protocol import (
 )
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, message_for, new_socket_id
+from api.realtime_socket import RealtimeSocket
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
 from api.ws_protocol import text_frame
@@ -206,39 +206,29 @@ class _PublicWatch:
         self._conn.revoke_channel(self._channel, code)
 
 
-class PusherConnection(FrameSender):
+class PusherConnection(RealtimeSocket[int, _Channel, Action]):
     transport = "pusher"
 
     def __init__(self, rt: Realtime, registry: PusherRegistry, websocket: WebSocket,
                  principal: Principal | None) -> None:
-        super().__init__(websocket, rt.config.send_timeout)
-        self.rt = rt
+        socket_id = new_socket_id()
+        super().__init__(rt, websocket, principal or ANONYMOUS, socket_id,
+                         LiveSubscriptions[_Channel](self._deliver, self._release))
         self.registry = registry
         self.config = config = registry.config
-        self.socket_id = new_socket_id()
         # The handshake's principal holds a hub slot taken by the endpoint; a bound one, its own.
-        self._principal = principal or ANONYMOUS
         self._slot: Principal | None = principal
         self._bound_by_auth = False
-        self.core = PusherCore(config, rt.config.limits, self.socket_id, anyio.current_time(),
+        self.core = PusherCore(config, rt.config.limits, socket_id, anyio.current_time(),
                                authenticated=principal is not None)
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._typing_timer: asyncio.TimerHandle | None = None
-        self._subs = LiveSubscriptions[_Channel](self._deliver, self._release)
         self._watching: dict[str, int] = {}  # topic → private/presence channels on it
         self._stays = 0  # presence rows this connection has made
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._close: tuple[int, str] | None = None
+
+    @property
+    def typing_clock(self) -> PusherCore:
+        return self.core
 
     # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
-
-    @property
-    def conn_id(self) -> str:
-        return self.socket_id
-
-    @property
-    def principal(self) -> Principal:
-        return self._principal
 
     def close_soon(self, code: ErrorCode) -> None:
         if self._bound_by_auth and code in (ErrorCode.TOKEN_REVOKED, ErrorCode.TOKEN_EXPIRED):
@@ -290,40 +280,13 @@ class PusherConnection(FrameSender):
     def _slow_consumer(self) -> None:
         self._finish(PusherCode.OVER_CAPACITY, _describe(ErrorCode.SLOW_CONSUMER))
 
-    def _finish(self, code: int, reason: str) -> None:
-        if self._close is None:
-            self._close = (code, reason)
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+    # -- lifetime (api/realtime_socket.py) ---------------------------------------------------
 
-    # -- lifetime ----------------------------------------------------------------------------
+    def _hello(self) -> bytes:
+        return connection_established(self.socket_id, self.config.activity_timeout)
 
-    async def run(self) -> None:
-        hub = self.rt.hub
-        hub.attach(self)
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = self._subs.tg = tg
-                if self._close is not None:  # revoked between authentication and attach
-                    tg.cancel_scope.cancel()
-                self._arm_expiry()
-                # Caught here, not around the task group: it would wrap it in a group.
-                with contextlib.suppress(Gone):
-                    await self.send(connection_established(self.socket_id,
-                                                           self.config.activity_timeout))
-                    await self._read()
-                tg.cancel_scope.cancel()
-        finally:
-            self._tg = self._subs.tg = None
-            hub.detach(self)
-            self.release_slot()
-            for timer in (self._expiry_timer, self._typing_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._expiry_timer = self._typing_timer = None
-            await self._subs.release_all()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                await self._goodbye()
+    def _detached(self) -> None:
+        self.release_slot()
 
     async def _goodbye(self) -> None:
         if self._close is None or self._dead:
@@ -660,33 +623,6 @@ class PusherConnection(FrameSender):
         return True
 
     # -- timers ------------------------------------------------------------------------------
-
-    def _arm_expiry(self) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
-        expires_at = self._principal.expires_at
-        if expires_at is None or self._tg is None:
-            return
-        delay = (expires_at - datetime.now(UTC)).total_seconds()
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, delay), self.close_soon, ErrorCode.TOKEN_EXPIRED)
-
-    def _arm_typing(self) -> None:
-        if self._typing_timer is not None:
-            self._typing_timer.cancel()
-            self._typing_timer = None
-        deadline = self.core.next_typing_deadline()
-        if deadline is None or self._tg is None:
-            return
-        self._typing_timer = asyncio.get_running_loop().call_at(deadline, self._typing_due)
-
-    def _typing_due(self) -> None:
-        self._typing_timer = None
-        due = self.core.typing_due(anyio.current_time())
-        if due and self._tg is not None:
-            self._tg.start_soon(self._carry_out, due)
-        self._arm_typing()
 
 
 async def _refuse(websocket: WebSocket, code: int, message: str) -> None:

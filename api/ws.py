@@ -25,11 +25,10 @@ timeout, and each subscription keeps a draining task.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import anyio
 import anyio.abc
@@ -37,7 +36,7 @@ import psycopg
 from starlette.websockets import WebSocket
 
 from api import realtime_auth
-from api.frame_sender import FrameSender, Gone
+from api.frame_sender import Gone
 from api.live_subs import Live, LiveSubscriptions
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_http import deny_websocket
@@ -55,6 +54,7 @@ from api.realtime_protocol import (
     reset_frame,
     subscribed_frame,
 )
+from api.realtime_socket import RealtimeSocket
 from api.realtime_state import Realtime, realtime_of
 from api.typing_state import PublishTyping
 from api.ws_core import (
@@ -89,45 +89,40 @@ def ws_event_wire_frame(event: Event) -> bytes:
     return text_frame(event.encoded("ws", ws_event_frame))
 
 
-class WsConnection(FrameSender):
+class _Live(Live):
+    __slots__ = ("joined", "topic")
+
+    def __init__(self, topic: Topic, sub: Subscription, joined: bool) -> None:
+        super().__init__(topic.name, sub)
+        self.topic = topic
+        self.joined = joined  # holds a presence row to leave
+
+
+class WsConnection(RealtimeSocket[CloseCode, _Live, Action]):
     transport = "ws"
 
     # Slots: the fan-out's sink reads a few of these per delivery, over thousands of them.
-    __slots__ = ("__weakref__", "_close", "_expires_at", "_expiry_timer", "_principal",
-                 "_subs", "_tg", "_typing_timer", "core", "lang", "rt", "socket_id")
+    __slots__ = ("__weakref__", "core", "lang")
 
     def __init__(self, rt: Realtime, websocket: WebSocket, principal: Principal,
                  lang: Language) -> None:
-        super().__init__(websocket, rt.config.send_timeout)
-        self.rt = rt
-        self._principal = principal
+        super().__init__(rt, websocket, principal, new_socket_id(),
+                         LiveSubscriptions[_Live](self._deliver, self._release))
         self.lang = lang
-        self.socket_id = new_socket_id()
         self.core = WsCore(rt.config.limits, principal.user_id, lang, anyio.current_time())
-        self._expires_at = principal.expires_at
-        # Timers on the event loop (uvicorn's asyncio; anyio has no timer callbacks): a
-        # parked task per timer costs several KB per connection, a TimerHandle ~100 bytes.
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._typing_timer: asyncio.TimerHandle | None = None
-        self._subs = LiveSubscriptions[_Live](self._deliver, self._release)
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._close: tuple[CloseCode, str] | None = None
+
+    @property
+    def typing_clock(self) -> WsCore:
+        return self.core
 
     # -- RealtimeConnection (called by the hub, synchronously) -------------------------------
-
-    @property
-    def conn_id(self) -> str:
-        return self.socket_id
-
-    @property
-    def principal(self) -> Principal:
-        return self._principal
 
     def close_soon(self, code: ErrorCode) -> None:
         self._finish(_CLOSE_FOR.get(code, CloseCode.INTERNAL_ERROR), code.value)
 
     def set_expiry(self, expires_at: datetime | None) -> None:
-        self._expires_at = expires_at
+        p = self._principal
+        self._principal = Principal(p.user_id, p.token_id, expires_at)
         self._arm_expiry()
 
     def revoke_topic(self, topic: str, code: ErrorCode) -> None:
@@ -149,41 +144,10 @@ class WsConnection(FrameSender):
     def _slow_consumer(self) -> None:
         self._finish(CloseCode.SLOW_CONSUMER, ErrorCode.SLOW_CONSUMER.value)
 
-    def _finish(self, code: CloseCode, reason: str) -> None:
-        if self._close is None:
-            self._close = (code, reason)
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+    # -- lifetime (api/realtime_socket.py) ---------------------------------------------------
 
-    # -- lifetime ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        hub = self.rt.hub
-        hub.attach(self)
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = self._subs.tg = tg
-                if self._close is not None:  # revoked between authentication and attach
-                    tg.cancel_scope.cancel()
-                self._arm_expiry()
-                # A client gone between the handshake and this first frame (its reset seen
-                # by the loop before uvicorn's connection_lost: rare, but it happened 3 times
-                # in 300 reset handshakes) is a normal end, not an error. Caught here, not
-                # around the task group, which would wrap it in an exception group.
-                with contextlib.suppress(Gone):
-                    await self.send(connected_frame(self.socket_id))
-                    await self._read()
-                tg.cancel_scope.cancel()
-        finally:
-            self._tg = self._subs.tg = None
-            hub.detach(self)
-            for timer in (self._expiry_timer, self._typing_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._expiry_timer = self._typing_timer = None
-            await self._subs.release_all()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                await self._goodbye()
+    def _hello(self) -> bytes:
+        return connected_frame(self.socket_id)
 
     async def _goodbye(self) -> None:
         if self._close is not None and not self._dead:
@@ -230,14 +194,15 @@ class WsConnection(FrameSender):
         elif isinstance(action, StopSubscription):
             self._subs.stop(action.topic.name)
         elif isinstance(action, PublishTyping):
-            await self._publish_typing(action.topic, action.is_typing)
+            await self._publish_typing(action)
         elif isinstance(action, Close):
             self._finish(action.code, action.reason)
 
-    async def _publish_typing(self, topic: Topic, is_typing: bool) -> None:
+    async def _publish_typing(self, action: PublishTyping) -> None:
+        topic = action.topic
         try:
             await self.rt.bridge.presence.typing(
-                topic.name, self.principal.user_id, is_typing,
+                topic.name, self.principal.user_id, action.is_typing,
                 duration=self.rt.config.limits.typing_ttl, origin=self.socket_id)
         except BridgeError:
             log.warning("typing on %s failed", topic.name, exc_info=True)
@@ -366,45 +331,9 @@ class WsConnection(FrameSender):
         with contextlib.suppress(Gone):
             for action in actions:
                 if isinstance(action, PublishTyping):
-                    await self._publish_typing(action.topic, action.is_typing)
+                    await self._publish_typing(action)
                 elif isinstance(action, Reply):
                     await self.send(action.frame)
-
-    def _arm_expiry(self) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
-        if self._expires_at is None or self._tg is None:
-            return
-        delay = (self._expires_at - datetime.now(UTC)).total_seconds()
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, delay), self.close_soon, ErrorCode.TOKEN_EXPIRED)
-
-    def _arm_typing(self) -> None:
-        if self._typing_timer is not None:
-            self._typing_timer.cancel()
-            self._typing_timer = None
-        deadline = self.core.next_typing_deadline()
-        if deadline is None or self._tg is None:
-            return
-        # WsCore's clock is anyio.current_time(), which on asyncio is the loop's own time.
-        self._typing_timer = asyncio.get_running_loop().call_at(deadline, self._typing_due)
-
-    def _typing_due(self) -> None:
-        self._typing_timer = None
-        due = self.core.typing_due(anyio.current_time())
-        if due and self._tg is not None:
-            self._tg.start_soon(self._carry_out, due)
-        self._arm_typing()  # a refreshed indicator moved its deadline: wait for that one
-
-
-class _Live(Live):
-    __slots__ = ("joined", "topic")
-
-    def __init__(self, topic: Topic, sub: Subscription, joined: bool) -> None:
-        super().__init__(topic.name, sub)
-        self.topic = topic
-        self.joined = joined  # holds a presence row to leave
 
 
 async def ws_endpoint(websocket: WebSocket) -> None:
