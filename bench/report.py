@@ -258,15 +258,16 @@ def markdown(results: dict[str, Any]) -> str:
         for system, v in (con.get("systems") or {}).items():
             why = _failed(v)
             if why:
-                rows.append([_LABELS.get(system, system), why] + [None] * 7)
+                rows.append([_LABELS.get(system, system), why] + [None] * 9)
                 continue
             rows.append([_LABELS.get(system, system), v.get("connections"),
                          v.get("accept_all_s"), v.get("rss_per_connection_kb"),
                          _get(v, "broadcast", "p50_ms"), _get(v, "broadcast", "p99_ms"),
-                         _get(v, "broadcast", "max_ms"), v.get("lost")])
+                         _get(v, "broadcast", "max_ms"), v.get("lost"),
+                         v.get("presence_gone_s"), v.get("presence_rows_left")])
         lines += _table(["system", "connections", "accept all s", "RSS KB/conn",
-                         "broadcast p50 ms", "broadcast p99 ms", "broadcast max ms", "lost"],
-                        rows)
+                         "broadcast p50 ms", "broadcast p99 ms", "broadcast max ms", "lost",
+                         "all closed: presence gone s", "presence rows left"], rows)
     wr = scen.get("writes")
     if wr:
         lines += ["", "## writes — inserts/s (pgbench)", "",

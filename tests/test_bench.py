@@ -335,6 +335,10 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
         leg = scen["connections"]["systems"][system]
         assert leg["lost"] == 0, (system, leg)
         assert leg["open_at_end"] == QUICK.connections + 10
+        if system == "courtside":  # /ws joins presence; every row goes when its client does
+            assert leg["presence_rows_open"] == QUICK.connections + 10
+            assert leg["presence_rows_left"] == 0
+            assert _positive(leg["presence_gone_s"])
         for key in ("accept_all_s", "rss_per_connection_kb"):
             assert _positive(leg[key]), (system, key, leg[key])
 

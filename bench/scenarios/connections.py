@@ -2,13 +2,18 @@
 
 Resident memory per connection (the server's RSS after the connections, less its RSS with a
 handful of warm connections, over N), the time to accept and subscribe them all, and the
-spread of a broadcast to all of them (commit → receipt over every connection).
+spread of a broadcast to all of them (commit → receipt over every connection). Then every
+client closes at once: for a system that keeps presence (courtside's /ws joins the
+session's), how long until the session shows nobody, and how many rows are left after
+`_PRESENCE_WAIT` seconds — users shown online for good.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import psycopg
 
 from bench import profiling
 from bench.database import SessionFx, make_sessions
@@ -19,6 +24,7 @@ from bench.stats import latency_summary
 
 _WARM = 10
 _DISTINCT_USERS = 10
+_PRESENCE_WAIT = 30.0
 
 
 def run(r: Run) -> dict[str, Any]:
@@ -83,8 +89,11 @@ def _system(r: Run, system: str, server: Server, session: SessionFx,
                                **latency_summary(latencies)})
         end = r.received(samples=False)
         still_open = end.open
+        present = _presence_rows(r.db.dsn, session.topic)
     finally:
+        closed_at = time.monotonic()
         r.close_all()
+    rows_left, gone_s = _presence_after_close(r.db.dsn, session.topic, closed_at)
     entry.update({
         "connections": n,
         "accept_all_s": connected["seconds"],
@@ -98,4 +107,28 @@ def _system(r: Run, system: str, server: Server, session: SessionFx,
         "lost": p.connection_broadcasts * total - len(all_latencies),
         "open_at_end": still_open,
         "close_codes": end.close_codes, "notices": end.notices,
+        # None: a system that keeps no presence rows
+        "presence_rows_open": present or None,
+        "presence_rows_left": rows_left if present else None,
+        "presence_gone_s": gone_s if present else None,
     })
+
+
+def _presence_rows(dsn: str, topic: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM realtime.presence WHERE topic = %s",
+                           (topic,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _presence_after_close(dsn: str, topic: str, closed_at: float) -> tuple[int, float | None]:
+    """Rows of `topic` left once they stop going (or after _PRESENCE_WAIT s), and how long
+    after the close they were all gone (None if they were not)."""
+    while True:
+        rows = _presence_rows(dsn, topic)
+        waited = time.monotonic() - closed_at
+        if rows == 0:
+            return 0, waited
+        if waited > _PRESENCE_WAIT:
+            return rows, None
+        time.sleep(0.05)
