@@ -96,7 +96,8 @@ class Presence:
         if not leave.done.is_set():
             raise BridgeUnavailable(f"presence leave queued for {self._config.query_timeout} s")
         if leave.went_offline is None:
-            raise BridgeUnavailable("presence leave not made (the node is stopping)")
+            raise BridgeUnavailable("presence leave not made: the node stopped, or its batch "
+                                    "failed on an error logged with it")
         return leave.went_offline
 
     async def _leave_batch(self, keys: list[Key]) -> list[bool]:
