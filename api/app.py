@@ -36,6 +36,7 @@ from api.direct_ws import DirectApp
 from api.errors import ApiError, ErrorCode
 from api.i18n import Lang, negotiate, render
 from api.jsonio import configure_connection
+from api.token_touch import TokenTouches
 from bridge import sqlfile
 from bridge.poolcheck import RecentCheck
 
@@ -145,9 +146,12 @@ def _lifespan(config: ApiConfig, extra: ExtraLifespan | None
         )
         await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
         app.state.pool = pool
+        touches = app.state.touches = TokenTouches(pool)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_maintain, pool, config)
+                # Cancelled before the pool closes: its last write still has a connection.
+                await tg.start(touches.run)
                 if extra is None:
                     yield
                 else:

@@ -6,7 +6,8 @@ user, hold ``sha256(plaintext)`` (compared in constant time) and not be expired
 plaintext is looked up by its hash, as Sanctum does for tokens without an id.
 
 ``last_used_at`` is written at most once per ``TOUCH_EVERY_SECONDS`` per token, not on every
-request: the read says whether the stored value is stale, and only then is it updated.
+request: the read says whether the stored value is stale, and only then is the token noted
+for `TokenTouches` to write, after the request (api/token_touch.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors, tokens
+from api.token_touch import TOUCH_EVERY_SECONDS, TokenTouches
 from bridge import sqlfile
 
 _SQL = sqlfile.load("api.sql", "auth.sql")
-TOUCH_EVERY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,18 @@ def bearer(authorization: str | None) -> str:
 
 
 async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None, *,
-                       expiration_minutes: int | None = None) -> AuthUser:
+                       touches: TokenTouches, expiration_minutes: int | None = None
+                       ) -> AuthUser:
     """The user behind an Authorization header value; raises ApiError(UNAUTHENTICATED)."""
     token = bearer(authorization)  # no connection taken for a request without a token
     async with pool.connection() as conn:
-        return await authenticate_conn(conn, token, expiration_minutes=expiration_minutes)
+        return await authenticate_conn(conn, token, touches=touches,
+                                       expiration_minutes=expiration_minutes)
 
 
 async def authenticate_conn(conn: psycopg.AsyncConnection[Any], token: str, *,
-                            expiration_minutes: int | None = None) -> AuthUser:
+                            touches: TokenTouches, expiration_minutes: int | None = None
+                            ) -> AuthUser:
     """As `authenticate`, on a connection the caller holds (autocommit), for a bare token."""
     parsed = tokens.parse(token)
     if parsed is None:
@@ -78,6 +82,5 @@ async def authenticate_conn(conn: psycopg.AsyncConnection[Any], token: str, *,
     if row["expired"]:
         raise errors.unauthenticated("error.token_expired")
     if row["stale"]:
-        await conn.execute(_SQL.touch_token,
-                           {"token_id": token_id, "touch_every": TOUCH_EVERY_SECONDS})
+        touches.touch(token_id)
     return AuthUser(uuid.UUID(str(row["user_id"])), token_id, row["expires_at"])

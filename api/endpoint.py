@@ -16,6 +16,7 @@ from api import errors, validation
 from api.auth import AuthUser, authenticate_conn, bearer
 from api.config import ApiConfig
 from api.i18n import Message
+from api.token_touch import TokenTouches
 
 SOCKET_ID_HEADER = "X-Socket-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -31,6 +32,11 @@ def config(request: Request) -> ApiConfig:
 def pool(request: Request) -> AsyncConnectionPool[Any]:
     p: AsyncConnectionPool[Any] = request.app.state.pool
     return p
+
+
+def touches(request: Request) -> TokenTouches:
+    t: TokenTouches = request.app.state.touches
+    return t
 
 
 async def read_body(request: Request) -> bytes:
@@ -68,7 +74,8 @@ async def authenticated(request: Request) -> AsyncIterator[
     token = bearer(request.headers.get("authorization"))
     async with pool(request).connection() as conn:
         user = await authenticate_conn(
-            conn, token, expiration_minutes=config(request).token_expiration_minutes)
+            conn, token, touches=touches(request),
+            expiration_minutes=config(request).token_expiration_minutes)
         yield conn, user
 
 

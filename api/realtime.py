@@ -28,6 +28,7 @@ from api.metrics import local_registry, metrics
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
 from api.sse import sse_endpoint
+from api.token_touch import TokenTouches
 from api.ws import ws_endpoint
 from bridge import Bridge, BridgeConfig
 
@@ -59,7 +60,11 @@ def realtime_lifespan(
             # while the database is still unreachable; the bridge retries on its own.
             tg.start_soon(bridge.run)
             pool = getattr(app.state, "pool", None) or bridge.pool
-            rt = Realtime(bridge, pool, rt_config)
+            touches: TokenTouches | None = getattr(app.state, "touches", None)
+            if touches is None:
+                touches = TokenTouches(pool)
+                await tg.start(touches.run)
+            rt = Realtime(bridge, pool, rt_config, touches)
             await tg.start(rt.run)
             app.state.realtime = rt
             app.state.bridge = bridge

@@ -21,6 +21,7 @@ from api import tickets
 from api.auth import authenticate as authenticate_header
 from api.errors import ApiError
 from api.realtime_protocol import ErrorCode, Topic
+from api.token_touch import TokenTouches
 from bridge import query_connection
 
 _SQL = tickets.SQL
@@ -68,7 +69,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None,
-                       ticket: str | None, *,
+                       ticket: str | None, *, touches: TokenTouches,
                        expiration_minutes: int | None = None) -> Principal:
     """The connection's principal, or AccessDenied(UNAUTHENTICATED).
 
@@ -77,7 +78,7 @@ async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None
     """
     if authorization is not None:
         try:
-            user = await authenticate_header(pool, authorization,
+            user = await authenticate_header(pool, authorization, touches=touches,
                                              expiration_minutes=expiration_minutes)
         except ApiError:
             raise AccessDenied(ErrorCode.UNAUTHENTICATED) from None

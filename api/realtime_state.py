@@ -15,6 +15,7 @@ from api import realtime_auth
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
 from api.realtime_limits import RealtimeLimits
+from api.token_touch import TokenTouches
 from bridge import Bridge, BridgeUnavailable
 
 
@@ -96,9 +97,10 @@ class Realtime:
     """Per-process state of the transports: the bridge, the hub, the pool for queries."""
 
     def __init__(self, bridge: Bridge, pool: AsyncConnectionPool[Any],
-                 config: RealtimeConfig) -> None:
+                 config: RealtimeConfig, touches: TokenTouches) -> None:
         self.bridge = bridge
         self.pool = pool
+        self.touches = touches
         self.config = config
         self.hub = RealtimeHub(pool, config.limits.connections_per_user,
                                config.token_expiration_minutes)
@@ -106,7 +108,7 @@ class Realtime:
 
     async def authenticate(self, authorization: str | None, ticket: str | None) -> Principal:
         return await realtime_auth.authenticate(
-            self.pool, authorization, ticket,
+            self.pool, authorization, ticket, touches=self.touches,
             expiration_minutes=self.config.token_expiration_minutes)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -36,7 +36,8 @@ async def boom(_request: Request) -> Response:
 
 async def whoami(request: Request) -> Response:
     """What a transport does: reuse api.auth with the app's pool."""
-    user = await authenticate(request.app.state.pool, request.headers.get("authorization"))
+    user = await authenticate(request.app.state.pool, request.headers.get("authorization"),
+                              touches=request.app.state.touches)
     return JSONResponse({"user": str(user.user_id), "token": user.token_id})
 
 

@@ -46,14 +46,12 @@ async def test_client_gone_during_authentication_ends_quietly(
         db: str, server: str, caplog: pytest.LogCaptureFixture) -> None:
     world = factories.world(db, participants=1)
     token = factories.token(db, world.participants[0])
-    token_id = int(token.split("|", 1)[0])
     port = int(server.rsplit(":", 1)[1])
     with caplog.at_level(logging.INFO):
-        # Hold the token row: authentication (which records last_used_at) waits on it, and
-        # the client resets meanwhile; the server then goes on with a socket that is gone.
+        # Hold the token table: authentication's read waits on it, and the client resets
+        # meanwhile; the server then goes on with a socket that is gone.
         with psycopg.connect(db) as holder:
-            holder.execute("SELECT 1 FROM personal_access_tokens WHERE id = %s FOR UPDATE",
-                           (token_id,))
+            holder.execute("LOCK TABLE personal_access_tokens IN ACCESS EXCLUSIVE MODE")
             reset_socket(handshake(port, token))
             await anyio.sleep(0.5)
             holder.rollback()

@@ -22,11 +22,12 @@ WHERE t.id = %(token_id)s
 -- A bare plaintext (no "id|"): Sanctum looks it up by its hash; token_by_id does the rest.
 SELECT t.id AS token_id FROM public.personal_access_tokens t WHERE t.token = %(hash)s
 
--- name: touch_token
--- At most one write per token per `touch_every` seconds, whatever the request rate.
+-- name: touch_tokens
+-- The tokens requests found stale (api/token_touch.py), in one statement. A token written
+-- since (by another worker, or by Laravel) is left alone.
 UPDATE public.personal_access_tokens
 SET last_used_at = now() AT TIME ZONE 'UTC', updated_at = now() AT TIME ZONE 'UTC'
-WHERE id = %(token_id)s
+WHERE id = ANY (%(ids)s::bigint[])
   AND (last_used_at IS NULL
        OR last_used_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(touch_every)s))
 

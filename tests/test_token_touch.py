@@ -1,0 +1,129 @@
+"""Sanctum's last_used_at is written after the request, together, by TokenTouches
+(api/token_touch.py): a request never waits for it, and every noted token is written."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import anyio
+import httpx
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from api.app import ApiConfig, create_app
+from api.token_touch import TokenTouches
+from tests import factories
+from tests.servers import serve
+
+
+def _token_id(token: str) -> int:
+    return int(token.split("|", 1)[0])
+
+
+def _last_used(db: str, tokens: list[str]) -> list[datetime | None]:
+    with psycopg.connect(db, autocommit=True) as conn:
+        rows: dict[int, datetime | None] = dict(conn.execute(
+            "SELECT id, last_used_at FROM personal_access_tokens WHERE id = ANY(%s)",
+            ([_token_id(t) for t in tokens],)).fetchall())
+    return [rows[_token_id(t)] for t in tokens]
+
+
+def _age(db: str, token: str, seconds: int) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE personal_access_tokens SET last_used_at = (now() AT TIME ZONE"
+                     " 'UTC') - make_interval(secs => %s) WHERE id = %s",
+                     (seconds, _token_id(token)))
+
+
+def test_a_request_does_not_wait_for_its_token_write(db: str) -> None:
+    """The token's row is locked (a Laravel request writing it, say): the API still
+    answers at once, and the write lands once the lock goes."""
+    world = factories.world(db)
+    token = factories.token(db, world.owner)
+    url = f"/api/sessions/{world.session_id}/comments"
+    with serve(create_app(ApiConfig(database_url=db))) as base, \
+            psycopg.connect(db) as holder:
+        holder.execute("SELECT 1 FROM personal_access_tokens WHERE id = %s FOR UPDATE",
+                       (_token_id(token),))
+        started = time.monotonic()
+        # Before: the request's own UPDATE waited on the lock until this timeout.
+        response = httpx.get(base + url, headers={"Authorization": f"Bearer {token}"},
+                             timeout=5)
+        assert response.status_code == 200
+        answered = time.monotonic() - started
+        time.sleep(1.5)  # the writer has tried by now, and waits on the lock
+        assert _last_used(db, [token]) == [None]
+        holder.rollback()
+        deadline = time.monotonic() + 10
+        while _last_used(db, [token]) == [None]:
+            assert time.monotonic() < deadline, "last_used_at never written"
+            time.sleep(0.05)
+    assert answered < 5
+
+
+@pytest.mark.anyio
+async def test_noted_tokens_are_written_together_and_only_when_stale(db: str) -> None:
+    world = factories.world(db)
+    stale, never, fresh = (factories.token(db, world.owner) for _ in range(3))
+    _age(db, stale, 120)
+    _age(db, fresh, 10)
+    before = _last_used(db, [stale, never, fresh])
+    async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        touches = TokenTouches(pool)
+        for token in (stale, never, stale, fresh, never):
+            touches.touch(_token_id(token))
+        assert touches.pending == 3
+        assert await touches.flush() == 2  # one statement; `fresh` was written 10 s ago
+        assert touches.pending == 0
+        assert await touches.flush() == 0
+    after = _last_used(db, [stale, never, fresh])
+    assert before[0] is not None
+    assert after[0] is not None
+    assert after[0] > before[0]
+    assert before[1] is None
+    assert after[1] is not None
+    assert after[2] == before[2]
+
+
+@pytest.mark.anyio
+async def test_what_is_noted_is_written_when_the_writer_stops(db: str) -> None:
+    world = factories.world(db)
+    token = factories.token(db, world.owner)
+    async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        touches = TokenTouches(pool, interval=3600)  # its timer never fires here
+        async with anyio.create_task_group() as tg:
+            await tg.start(touches.run)
+            touches.touch(_token_id(token))
+            tg.cancel_scope.cancel()
+    assert touches.written == 1
+    assert _last_used(db, [token])[0] is not None
+
+
+@pytest.mark.anyio
+async def test_a_failed_write_is_logged_and_the_writer_goes_on(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    world = factories.world(db)
+    token = factories.token(db, world.owner)
+    async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        touches = TokenTouches(pool, interval=0.05, timeout=0.3)
+        with caplog.at_level(logging.WARNING, logger="courtside.api"):
+            async with anyio.create_task_group() as tg:
+                await tg.start(touches.run)
+                async with pool.connection() as held:  # the only connection: writes time out
+                    touches.touch(_token_id(token))
+                    await anyio.sleep(0.6)
+                    assert touches.pending == 0  # taken, failed, dropped
+                    assert _last_used(db, [token]) == [None]
+                    await held.execute("SELECT 1")
+                touches.touch(_token_id(token))  # its next request notes it again
+                tg.cancel_scope.cancel()  # the writer is still there for its last write
+    assert touches.written == 1
+    assert _last_used(db, [token])[0] is not None
+    assert any("recording last_used_at of 1 tokens failed" in r.getMessage()
+               for r in caplog.records)
