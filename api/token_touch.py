@@ -25,6 +25,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from bridge import sqlfile
+from bridge.finish import query_connection
 
 log = logging.getLogger("courtside.api")
 
@@ -66,15 +67,22 @@ class TokenTouches:
         ids = sorted(self._pending)
         self._pending.clear()
         try:
-            with anyio.fail_after(FINAL_TIMEOUT if final else self._timeout):
-                async with self._pool.connection() as conn, conn.transaction():
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                    cur = await conn.execute(_SQL.touch_tokens,
-                                             {"ids": ids, "touch_every": TOUCH_EVERY_SECONDS})
-                    written: int = cur.rowcount
+            # Shielded once it holds a connection: a stop that lands mid-write does not make
+            # psycopg close the connection (bridge/finish.py); the write finishes first.
+            async with query_connection(self._pool, FINAL_TIMEOUT if final else self._timeout
+                                        ) as conn, conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                cur = await conn.execute(_SQL.touch_tokens,
+                                         {"ids": ids, "touch_every": TOUCH_EVERY_SECONDS})
+                written: int = cur.rowcount
         except (psycopg.Error, TimeoutError) as exc:  # PoolTimeout, PoolClosed among them
             log.warning("recording last_used_at of %d tokens failed: %r", len(ids), exc)
             return 0
+        except BaseException:
+            # Stopped while waiting for a connection: the last flush writes them. (Stopped
+            # after writing them: that flush finds them recent and leaves them.)
+            self._pending.update(ids)
+            raise
         self.written += written
         return written
 

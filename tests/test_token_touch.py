@@ -127,3 +127,30 @@ async def test_a_failed_write_is_logged_and_the_writer_goes_on(
     assert _last_used(db, [token])[0] is not None
     assert any("recording last_used_at of 1 tokens failed" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_a_write_stopped_while_waiting_for_a_connection_is_made_by_the_last_one(
+        db: str) -> None:
+    world = factories.world(db)
+    token = factories.token(db, world.owner)
+    async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        touches = TokenTouches(pool, interval=0.05)
+        async with anyio.create_task_group() as tg:
+            await tg.start(touches.run)
+            held = anyio.Event()
+
+            async def hold() -> None:
+                async with pool.connection():  # until the stop below
+                    held.set()
+                    await anyio.sleep_forever()
+
+            tg.start_soon(hold)
+            await held.wait()
+            touches.touch(_token_id(token))
+            await anyio.sleep(0.3)
+            assert touches.pending == 0  # taken by a write that waits for the connection
+            tg.cancel_scope.cancel()
+    assert touches.written == 1
+    assert _last_used(db, [token])[0] is not None
