@@ -28,6 +28,10 @@ async def hit(conn: psycopg.AsyncConnection[Any], bucket: str, limit: int,
     cur = await conn.execute(_SQL.rate_hit,
                              {"bucket": bucket, "limit": limit, "window": window_seconds})
     row = await cur.fetchone()
-    wait = float(row[0]) if row is not None else 0.0
+    refuse_if_waiting(float(row[0]) if row is not None else 0.0)
+
+
+def refuse_if_waiting(wait: float) -> None:
+    """What a hit answered (api.rate_hit_v1): RATE_LIMITED unless it was counted."""
     if wait > 0:
         raise errors.rate_limited(wait)

@@ -328,6 +328,22 @@ def test_rest_data_is_byte_equal_to_event_data_comment(world: World, db: str,
     assert b'"data":' + orjson.dumps(mention_events[0][2]["comment"]) in created.content
 
 
+def test_a_plain_creation_answers_the_event_bytes(world: World, db: str,
+                                                 base_url: str) -> None:
+    """No mentions and no idempotency key: one statement (api/comments.py _create_alone),
+    the same bytes as the event, the author rendered, no mentions."""
+    with client(base_url, factories.token(db, world.participants[0])) as c:
+        created = c.post(comments_url(world), json={"content": "  Qui amène le ballon ?  "})
+    assert created.status_code == 201
+    (event,) = events(db, world.topic)
+    assert event[1] == "comment.created"
+    assert b'"data":' + orjson.dumps(event[2]["comment"]) + b',"message":' in created.content
+    data = created.json()["data"]
+    assert data["content"] == "Qui amène le ballon ?"
+    assert data["mentions"] == []
+    assert data["user"]["id"] == str(world.participants[0])
+
+
 def test_listing_items_are_the_event_bytes_too(world: World, db: str, base_url: str) -> None:
     with client(base_url, factories.token(db, world.owner)) as c:
         c.post(comments_url(world), json={"content": "one"})

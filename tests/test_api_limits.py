@@ -56,6 +56,14 @@ def test_rate_limit_holds_across_two_servers(world: World, db: str) -> None:
         r = httpx.post(comments_url(a, world), headers={**alice, "Accept-Language": "en"},
                        json={"content": "spam"})
         assert r.json()["error"]["message"].startswith("Too many comments")
+        # Creations with mentions or an idempotency key (their own path, api/comments.py)
+        # draw on the same budget.
+        r = httpx.post(comments_url(b, world), headers=alice,
+                       json={"content": "hey", "mentions": [str(world.participants[1])]})
+        assert r.status_code == 429, r.text
+        r = httpx.post(comments_url(a, world), headers={**alice, "Idempotency-Key": "k1"},
+                       json={"content": "once"})
+        assert r.status_code == 429, r.text
         # Other users have their own budget; reading and editing are not limited.
         assert httpx.post(comments_url(b, world), headers=bob,
                           json={"content": "hi"}).status_code == 201

@@ -19,6 +19,25 @@ INSERT INTO public.sport_session_comments (sport_session_id, user_id, content)
 VALUES (%(session_id)s, %(user_id)s, %(content)s)
 RETURNING id
 
+-- name: create_alone
+-- A comment with no mentions and no idempotency key, in one autocommit statement (its own
+-- transaction, one round trip): the origin its event carries, the rate-limit hit (as
+-- limits.sql rate_hit), the insert and the rendering. `wait` > 0: rate limited, nothing
+-- written and the hit not counted. The rendering's queries see the statement's snapshot,
+-- without the new row: they read its author and mentions, and a new comment has none.
+WITH origin AS MATERIALIZED (
+    SELECT set_config('courtside.origin', coalesce(%(origin)s, ''), true)),
+hit AS MATERIALIZED (  -- once, however often it is read
+    SELECT api.rate_hit_v1(%(bucket)s, %(limit)s, make_interval(secs => %(window)s)) AS wait
+    FROM origin),
+ins AS (
+    INSERT INTO public.sport_session_comments (sport_session_id, user_id, content)
+    SELECT %(session_id)s, %(user_id)s, %(content)s FROM hit WHERE hit.wait = 0
+    RETURNING *)
+SELECT hit.wait,
+       (SELECT realtime.comment_json_v1(ins::public.sport_session_comments) FROM ins)
+FROM hit
+
 -- name: add_mentions
 -- Existing mentions keep their row (and created_at), so their order does not change.
 INSERT INTO public.sport_session_comment_mentions (comment_id, mentioned_user_id)
