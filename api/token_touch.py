@@ -71,7 +71,7 @@ class TokenTouches:
             # psycopg close the connection (bridge/finish.py); the write finishes first.
             async with query_connection(self._pool, FINAL_TIMEOUT if final else self._timeout
                                         ) as conn, conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit = off")
+                await conn.execute(_SQL.commit_without_waiting)
                 cur = await conn.execute(_SQL.touch_tokens,
                                          {"ids": ids, "touch_every": TOUCH_EVERY_SECONDS})
                 written: int = cur.rowcount

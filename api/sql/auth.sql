@@ -22,6 +22,10 @@ WHERE t.id = %(token_id)s
 -- A bare plaintext (no "id|"): Sanctum looks it up by its hash; token_by_id does the rest.
 SELECT t.id AS token_id FROM public.personal_access_tokens t WHERE t.token = %(hash)s
 
+-- name: commit_without_waiting
+-- For this transaction only: its commit does not wait for the WAL flush.
+SET LOCAL synchronous_commit = off
+
 -- name: touch_tokens
 -- The tokens requests found stale (api/token_touch.py), in one statement. A token written
 -- since (by another worker, or by Laravel) is left alone.
