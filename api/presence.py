@@ -40,11 +40,10 @@ async def join(request: Request) -> Response:
         session_id = path_uuid(request.path_params["sessionId"], "sessionId")
         await can_write_session(conn, session_id, user.user_id)
         where = _where(session_id, user)
-        async with conn.transaction():
-            await conn.execute(_SQL.join, {**where, "ttl": endpoint.config(request).presence_ttl})
-            cur = await conn.execute(_SQL.joined_at, where)
-            row = await cur.fetchone()
-            assert row is not None, "the row presence_join_v1 just wrote"
+        cur = await conn.execute(_SQL.join, {**where, "ttl": endpoint.config(request).presence_ttl})
+        row = await cur.fetchone()
+        assert row is not None
+        assert row[0] is not None, "the row presence_join_v1 just wrote"
     return JSONResponse({
         "success": True,
         "data": {"sessionId": str(session_id), "userId": str(user.user_id), "joinedAt": row[0]},

@@ -2,13 +2,9 @@
 -- with no node and a TTL; conn_id 'rest:<token id>' makes each token one presence.
 
 -- name: join
-SELECT realtime.presence_join_v1(%(topic)s, %(user_id)s, %(conn_id)s, NULL,
-                                 make_interval(secs => %(ttl)s))
-
--- name: joined_at
-SELECT realtime.ts_v1(p.joined_at)
-FROM realtime.presence p
-WHERE p.topic = %(topic)s AND p.user_id = %(user_id)s AND p.conn_id = %(conn_id)s
+-- Joins (or renews) and answers the row's joinedAt, in one statement.
+SELECT realtime.presence_rest_join_v1(%(topic)s, %(user_id)s, %(conn_id)s,
+                                      make_interval(secs => %(ttl)s))
 
 -- name: leave
 SELECT realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s), realtime.ts_v1(now())

@@ -70,6 +70,19 @@ BEGIN
 END
 $$;
 
+-- A REST join (api/presence.py): join, and the row's joinedAt as the API shows it, in one
+-- call and one round trip. PL/pgSQL: its SELECT runs after the join, and sees its row.
+CREATE OR REPLACE FUNCTION realtime.presence_rest_join_v1(
+    p_topic text, p_user_id uuid, p_conn_id text, p_ttl interval)
+RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM realtime.presence_join_v1(p_topic, p_user_id, p_conn_id, NULL, p_ttl);
+    RETURN (SELECT realtime.ts_v1(p.joined_at) FROM realtime.presence p
+            WHERE p.topic = p_topic AND p.user_id = p_user_id AND p.conn_id = p_conn_id);
+END
+$$;
+
 -- Publish `user.offline` for a user with no live row left in a topic; true if published.
 CREATE OR REPLACE FUNCTION realtime.presence_settle_v1(p_topic text, p_user_id uuid)
 RETURNS boolean
