@@ -60,10 +60,8 @@ def realtime_lifespan(
             # while the database is still unreachable; the bridge retries on its own.
             tg.start_soon(bridge.run)
             pool = getattr(app.state, "pool", None) or bridge.pool
-            touches: TokenTouches | None = getattr(app.state, "touches", None)
-            if touches is None:
-                touches = TokenTouches(pool)
-                await tg.start(touches.run)
+            # create_app's, written until its pool closes.
+            touches: TokenTouches = app.state.touches
             rt = Realtime(bridge, pool, rt_config, touches)
             await tg.start(rt.run)
             app.state.realtime = rt
