@@ -14,7 +14,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import ApiConfig, create_app
-from api.token_touch import TokenTouches
+from api.token_touch import MAX_PENDING, TokenTouches
 from tests import factories
 from tests.servers import serve
 
@@ -122,7 +122,12 @@ async def test_a_failed_write_is_logged_and_the_writer_goes_on(
                     assert _last_used(db, [token]) == [None]
                     await held.execute("SELECT 1")
                 touches.touch(_token_id(token))  # its next request notes it again
-                tg.cancel_scope.cancel()  # the writer is still there for its last write
+                # Written by the loop's next turn, not by the last write at stop.
+                deadline = time.monotonic() + 10
+                while touches.written == 0:
+                    assert time.monotonic() < deadline, "the writer stopped after a failure"
+                    await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
     assert touches.written == 1
     assert _last_used(db, [token])[0] is not None
     assert any("recording last_used_at of 1 tokens failed" in r.getMessage()
@@ -154,3 +159,25 @@ async def test_a_write_stopped_while_waiting_for_a_connection_is_made_by_the_las
             tg.cancel_scope.cancel()
     assert touches.written == 1
     assert _last_used(db, [token])[0] is not None
+
+
+@pytest.mark.anyio
+async def test_noted_tokens_are_capped_and_the_cap_frees_once_written(db: str) -> None:
+    world = factories.world(db)
+    first, late = factories.token(db, world.owner), factories.token(db, world.owner)
+    # Ids no token has, above every real one, fill the set up to the cap.
+    filler = range(10**9, 10**9 + MAX_PENDING)
+    async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        touches = TokenTouches(pool)
+        touches.touch(_token_id(first))
+        for token_id in filler:
+            touches.touch(token_id)
+        assert touches.pending == MAX_PENDING
+        touches.touch(_token_id(late))  # beyond the cap: left for its next request
+        assert touches.pending == MAX_PENDING
+        assert await touches.flush() == 1  # all the noted ids in one statement
+        assert _last_used(db, [first, late])[1] is None
+        touches.touch(_token_id(late))
+        assert await touches.flush() == 1
+    assert all(_last_used(db, [first, late]))
