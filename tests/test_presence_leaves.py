@@ -193,7 +193,14 @@ async def test_a_join_waits_for_a_queued_leave_of_the_same_connection(db: str) -
                 await anyio.sleep(0.3)
                 assert a.presence.leaves.pending((w.topic, str(alice), "k")) is not None
         assert presence_rows(db, w.topic) == []  # node-a stopped: node_leave took all
-        alice_events = [e.type for e in c.ephemeral if e.payload["userId"] == str(alice)]
+
+        def alice_events_() -> list[str]:
+            return [e.type for e in c.ephemeral if e.payload["userId"] == str(alice)]
+
+        # node_leave's events were committed before node-a's stop returned, but reach the
+        # watcher through its own LISTEN connection, a moment later.
+        await wait_for(lambda: len(alice_events_()) >= 4, 10, "node_leave's events")
+        alice_events = alice_events_()
         # online, offline (the leave), online (the join after it), offline (node-a stopped)
         assert alice_events == ["user.online", "user.offline", "user.online", "user.offline"]
         tg.cancel_scope.cancel()
