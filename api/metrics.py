@@ -11,7 +11,6 @@ whichever accepts it: it reports every worker's numbers, merged (api/metrics_wor
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,8 +123,10 @@ class GcCollector(Collector):
         yield pauses
         yield GaugeMetricFamily(
             "python_gc_frozen_objects",
-            "Objects in the permanent generation, which collections do not walk.",
-            value=gc.get_freeze_count())
+            "Objects in the permanent generation, which collections do not walk: counted at"
+            " the last compaction, plus those frozen since (an upper bound: frozen objects"
+            " that died since are not subtracted; counting them walks the whole heap).",
+            value=tuner.frozen)
         yield CounterMetricFamily(
             "python_gc_compactions",
             "Full collections of the frozen heap (unfreeze, collect, freeze).",

@@ -4,6 +4,7 @@ the tuner: long-lived objects end up frozen, frozen garbage waits for a compacti
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -80,13 +81,18 @@ def test_long_lived_objects_are_frozen_after_a_middle_collection(tuner: Tuner) -
     # No generation holds them any more: no collection walks them again.
     assert not any(type(o) is Node for o in gc.get_objects())
     assert gc.get_freeze_count() >= frozen_at_start + len(long_lived)
+    # Tracked without walking the heap, and never below the real count.
+    assert tuner.frozen >= gc.get_freeze_count()
 
 
 def test_frozen_garbage_waits_for_a_compaction(tuner: Tuner) -> None:
     a, b = Node(), Node()
     a.other, b.other = b, a
     gone = weakref.ref(a)
-    gc.freeze()  # as the tuner does after a middle collection
+    young = gctune.THRESHOLDS[0]
+    for _ in range(4):  # a middle collection: the tuner freezes them
+        _churn(young + young // 10)
+    assert not any(o is a for o in gc.get_objects())
     del a, b
     gc.collect()
     assert gone() is not None  # a full collection does not walk the permanent generation
@@ -102,6 +108,45 @@ def test_no_compaction_before_growth() -> None:
     t.start()
     try:
         assert not t.maybe_compact()
+        assert t.compactions == 0
+    finally:
+        t.stop()
+
+
+def test_the_frozen_heap_is_counted_only_when_a_compaction_may_be_due(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting walks the whole permanent generation (tens of ms at thousands of
+    connections): the tuner counts only when its upper bound crosses the growth, and at
+    most once per interval."""
+    gc.unfreeze()
+    t = Tuner(Policy(growth=0.5, min_interval=900.0))
+    t.start()
+    try:
+        counts: list[int] = []
+        count = gc.get_freeze_count
+
+        def counting() -> int:
+            counts.append(count())
+            return counts[-1]
+
+        monkeypatch.setattr(gc, "get_freeze_count", counting)
+        t.last_compaction = time.monotonic() - 1000  # the interval has passed
+        assert not t.maybe_compact()
+        assert counts == []  # the bound is below the growth: nothing walked
+        # Objects the tuner freezes and that die afterwards: the bound goes up, the heap
+        # does not.
+        long_lived = [Node() for _ in range(t.baseline // 2 + 1)]
+        young = gctune.THRESHOLDS[0]
+        for _ in range(4):
+            _churn(young + young // 10)
+        assert not any(type(o) is Node for o in gc.get_objects())
+        del long_lived
+        assert t.frozen > t.baseline * 1.5
+        assert not t.maybe_compact()
+        assert len(counts) == 1  # counted once ...
+        assert t.frozen == counts[0] < t.baseline * 1.5  # ... found no growth
+        assert not t.maybe_compact()
+        assert len(counts) == 1  # and not again within the interval
         assert t.compactions == 0
     finally:
         t.stop()
