@@ -123,9 +123,10 @@ class GcCollector(Collector):
         yield pauses
         yield GaugeMetricFamily(
             "python_gc_frozen_objects",
-            "Objects in the permanent generation, which collections do not walk: counted at"
-            " the last compaction, plus those frozen since (an upper bound: frozen objects"
-            " that died since are not subtracted; counting them walks the whole heap).",
+            "Objects in the permanent generation, which collections do not walk: as last"
+            " counted (at start-up, and when a compaction may be due), plus those frozen since"
+            " (an upper bound: frozen objects that died since are not subtracted; counting"
+            " walks the whole heap).",
             value=tuner.frozen)
         yield CounterMetricFamily(
             "python_gc_compactions",
