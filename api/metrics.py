@@ -134,6 +134,24 @@ class GcCollector(Collector):
             value=tuner.compactions)
 
 
+class LoopLagCollector(Collector):
+    """How late the event loop ran its timers, when `courtside.looplag` measures it."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._app = app
+
+    def collect(self) -> Iterable[Metric]:
+        lag = getattr(self._app.state, "loop_lag", None)
+        if lag is None:
+            return
+        family = HistogramMetricFamily(
+            "python_event_loop_lag_seconds",
+            "How much later than asked this process's event loop ran a timer: a stall of the"
+            " loop delays every connection of the process by as much.")
+        family.add_metric([], lag.lags.cumulative(), lag.lags.total)
+        yield family
+
+
 def _pools(state: Any, rt: Any) -> dict[str, AsyncConnectionPool[Any]]:
     found: dict[str, AsyncConnectionPool[Any]] = {}
     for pool in (getattr(state, "pool", None), getattr(rt, "pool", None),
@@ -162,6 +180,7 @@ def local_registry(app: Starlette) -> CollectorRegistry:
         PlatformCollector(registry=registry)
         registry.register(RealtimeCollector(app))
         registry.register(GcCollector(app))
+        registry.register(LoopLagCollector(app))
         app.state.metrics_local = registry
     return registry
 

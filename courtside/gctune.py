@@ -82,8 +82,8 @@ class Policy:
 
 @dataclass
 class Pauses:
-    """A histogram of one generation's pauses, in the shape Prometheus wants (cumulative
-    bucket counts are derived when read)."""
+    """A histogram of pauses (a generation's; the event loop's, courtside/looplag.py), in
+    the shape Prometheus wants (cumulative bucket counts are derived when read)."""
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(PAUSE_BUCKETS) + 1))
     total: float = 0.0

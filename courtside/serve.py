@@ -38,6 +38,7 @@ from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
 from bridge import BridgeConfig
 from courtside import embedded, logs, orphans
 from courtside.gctune import tuned_gc
+from courtside.looplag import measured_loop
 from courtside.migrate import migrate
 from courtside.settings import Settings
 
@@ -68,9 +69,9 @@ def build_app() -> Starlette:
     return create_app(
         api_config,
         extra_routes=realtime_routes() + pusher_routes(),
-        extra_lifespan=tuned_gc(realtime_lifespan(
+        extra_lifespan=measured_loop(tuned_gc(realtime_lifespan(
             dsn, settings.listen_database_url, config=rt_config, bridge_config=bridge_config,
-            metrics_dir=metrics_workers.directory_from_env())),
+            metrics_dir=metrics_workers.directory_from_env()))),
     )
 
 
