@@ -258,16 +258,19 @@ def markdown(results: dict[str, Any]) -> str:
         for system, v in (con.get("systems") or {}).items():
             why = _failed(v)
             if why:
-                rows.append([_LABELS.get(system, system), why] + [None] * 9)
+                rows.append([_LABELS.get(system, system), why] + [None] * 11)
                 continue
             rows.append([_LABELS.get(system, system), v.get("connections"),
-                         v.get("accept_all_s"), v.get("rss_per_connection_kb"),
+                         v.get("accept_all_s"), v.get("server_cpu_per_accept_us"),
+                         v.get("rss_per_connection_kb"),
                          _get(v, "broadcast", "p50_ms"), _get(v, "broadcast", "p99_ms"),
                          _get(v, "broadcast", "max_ms"), v.get("lost"),
+                         v.get("server_cpu_per_close_us"),
                          v.get("presence_gone_s"), v.get("presence_rows_left")])
-        lines += _table(["system", "connections", "accept all s", "RSS KB/conn",
-                         "broadcast p50 ms", "broadcast p99 ms", "broadcast max ms", "lost",
-                         "all closed: presence gone s", "presence rows left"], rows)
+        lines += _table(["system", "connections", "accept all s", "CPU µs/accept",
+                         "RSS KB/conn", "broadcast p50 ms", "broadcast p99 ms",
+                         "broadcast max ms", "lost", "all closed: CPU µs/close",
+                         "presence gone s", "presence rows left"], rows)
     wr = scen.get("writes")
     if wr:
         lines += ["", "## writes — inserts/s (pgbench)", "",
