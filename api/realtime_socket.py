@@ -141,8 +141,9 @@ class RealtimeSocket(FrameSender, Generic[CodeT, LiveT, ActionT]):
                     timer.cancel()
             self._expiry_timer = self._typing_timer = None
             await self._subs.release_all()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(GOODBYE_TIMEOUT):
-                await self._goodbye()
+            if self._close is not None:  # else there is nothing to say (a scope costs)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(GOODBYE_TIMEOUT):
+                    await self._goodbye()
 
     # -- timers ------------------------------------------------------------------------------
 
