@@ -127,9 +127,9 @@ class LiveSubscriptions(Generic[LiveT]):
         if ending:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
                 if len(ending) == 1:
-                    # Nearly every connection has one subscription. A task group and a task
-                    # for it were most of what closing a connection cost the loop: 5000
-                    # clients closing at once stalled it for as long (bench connections).
+                    # Nearly every connection has one subscription, and a task group with
+                    # a task for it costs ~36 µs: with the scopes around the goodbye, a
+                    # quarter of a close's CPU (bench connections; 5000 closing at once).
                     await self._end_now(ending[0])
                 else:
                     async with anyio.create_task_group() as tg:
