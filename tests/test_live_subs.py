@@ -8,7 +8,7 @@ import pytest
 
 from api.live_subs import Live, LiveSubscriptions
 from bridge import CutOff, Event, Reset
-from tests.bridge_helpers import running, topics_of
+from tests.bridge_helpers import running, topics_of, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -68,8 +68,9 @@ async def test_every_subscription_of_a_connection_is_released_once(db: str) -> N
             subs.tg = tg
             for live in lives:
                 subs.start(live, sink)
-            await anyio.sleep(0.1)  # the drains run, find nothing queued, and detach
-            assert not any(live.draining for live in lives)
+            # The drains run, find nothing queued, and detach.
+            await wait_for(lambda: not any(live.draining for live in lives), 10,
+                           "the drains detach")
             subs.tg = None
         await subs.release_all()
         await subs.release_all()  # a second call finds nothing
