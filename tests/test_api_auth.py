@@ -200,7 +200,8 @@ def test_last_used_at_is_written_at_most_once_a_minute(world: World, db: str,
     for _ in range(5):
         assert listing(base_url, world, f"Bearer {token}").status_code == 200
     # A never-used token, noted after those requests: once it is written, whatever they
-    # noted has been written too (noted tokens are written together, in the order noted).
+    # noted has been written too (each flush writes everything noted before it, and the
+    # flushes run one after another).
     witness = factories.token(db, world.owner)
     assert listing(base_url, world, f"Bearer {witness}").status_code == 200
     _refreshed(db, witness, None)
