@@ -31,14 +31,12 @@ class LoopLag:
         self.warn_after = warn_after
         self.warn_every = warn_every
         self.lags = Pauses()
-        self.longest = 0.0
         self._unwarned = 0  # stalls of warn_after or more not logged yet
         self._unwarned_longest = 0.0
         self._warned_at = float("-inf")
 
     def record(self, lag: float, now: float) -> None:
         self.lags.add(lag)
-        self.longest = max(self.longest, lag)
         if lag < self.warn_after:
             return
         self._unwarned += 1

@@ -32,13 +32,15 @@ async def test_a_blocked_loop_is_measured_and_logged(caplog: pytest.LogCaptureFi
             time.sleep(0.3)  # noqa: ASYNC251
             await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
-    assert lag.longest >= 0.28
     buckets = dict(lag.lags.cumulative())
     assert buckets["+Inf"] >= 5  # measured all along, every 20 ms
     assert buckets["0.25"] < buckets["+Inf"]  # and the stall fell above 250 ms
     warnings = _warnings(caplog)
     assert len(warnings) == 1  # the first stall of the period is logged at once
     assert "for 250 ms or more" in warnings[0]
+    longest = re.search(r"the longest (\d+) ms", warnings[0])
+    assert longest is not None
+    assert int(longest.group(1)) >= 280
 
 
 def test_stalls_are_logged_at_most_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
