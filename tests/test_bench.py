@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from api.pusher_protocol import PusherConfig, verify_auth
-from bench import profiling, report, stats, writers
+from bench import profiling, report, sockfloor, stats, writers
 from bench.database import BenchDB, make_sessions
 from bench.dialects import (
     PUSHER_KEY,
@@ -174,6 +174,16 @@ def test_floor_dialect() -> None:
 # -- numbers and reports -----------------------------------------------------------------------
 
 
+def test_socket_floor_waits_for_each_round_to_be_read() -> None:
+    got = sockfloor.measure(20, 3, timeout=30.0)
+    # Closed loop: every round (and the warm-up) was read by the drain before the next went.
+    rounds_sent = 1 + 2 * got["rounds"]  # warm-up, closed loop, back to back
+    assert got["bytes_read"] == rounds_sent * got["sockets"] * got["frame_bytes"]
+    assert got["sends"] == 3 * 20
+    assert _positive(got["cpu_per_send_us"])
+    assert _positive(got["back_to_back_cpu_per_send_us"])
+
+
 def test_percentiles_are_nearest_rank() -> None:
     values = list(range(1, 101))
     assert stats.percentile(values, 50) == 50
@@ -309,6 +319,7 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
 
     for key, floor in scen["fanout"]["socket_floor"].items():
         assert _positive(floor["cpu_per_send_us"]), key
+        assert _positive(floor["back_to_back_cpu_per_send_us"]), key
     for system in systems:
         for size in QUICK.fanout_sizes:
             leg = scen["fanout"]["systems"][system][f"n={size}"]

@@ -10,7 +10,8 @@ the mean of the two floors around it, and the leg's ratio is the median of its b
 (their range is kept beside it).
 
 Closed loop: one comment is committed, every subscriber receives it, then the next one — so
-each event's fan-out is measured alone. The server's idle CPU (timers, heartbeats), taken
+each event's fan-out is measured alone; the floor's rounds are sent the same way
+(bench/sockfloor.py). The server's idle CPU (timers, heartbeats), taken
 over a quiet second before, is subtracted from its CPU during the events.
 """
 
@@ -55,7 +56,8 @@ def run(r: Run) -> dict[str, Any]:
                     with r.leg(per_size, f"n={size}") as entry:
                         own_floor = system in p.fanout_own_floor
                         floors = p.fanout_blocks + 1 if own_floor else 0
-                        r.need(4 + size / 500 + floors * (1 + size / 1500)
+                        r.need(4 + size / 500
+                               + floors * (1 + p.socket_floor_rounds * 0.05 + size / 1500)
                                + p.fanout_events * (0.1 + size / 5000),
                                f"fanout/{system} n={size}")
                         _size(r, system, server, session, size, own_floor, entry)
