@@ -101,7 +101,9 @@ def measure(sockets: int, rounds: int, timeout: float = 60.0) -> dict[str, Any]:
             sent += sockets * len(frame)
             round_read()
             cpu = wall = 0.0
+            unread = 0  # the most the drain had left to read as a closed-loop round began
             for _ in range(rounds):
+                unread = max(unread, sent - received.value)
                 cpu0, wall0 = time.thread_time(), time.perf_counter()
                 for conn in conns:
                     conn.send(frame)
@@ -127,7 +129,7 @@ def measure(sockets: int, rounds: int, timeout: float = 60.0) -> dict[str, Any]:
                 drain.join(5)
     sends = rounds * sockets
     return {"sockets": sockets, "rounds": rounds, "frame_bytes": len(frame), "sends": sends,
-            "bytes_read": received.value,
+            "bytes_read": received.value, "closed_loop_unread_bytes": unread,
             "cpu_per_send_us": cpu / sends * 1e6, "wall_per_send_us": wall / sends * 1e6,
             "back_to_back_cpu_per_send_us": cpu_b2b / sends * 1e6,
             "back_to_back_wall_per_send_us": wall_b2b / sends * 1e6}

@@ -176,7 +176,8 @@ def test_floor_dialect() -> None:
 
 def test_socket_floor_waits_for_each_round_to_be_read() -> None:
     got = sockfloor.measure(20, 3, timeout=30.0)
-    # Closed loop: every round (and the warm-up) was read by the drain before the next went.
+    # Closed loop: the drain had read everything sent before each measured round began.
+    assert got["closed_loop_unread_bytes"] == 0
     rounds_sent = 1 + 2 * got["rounds"]  # warm-up, closed loop, back to back
     assert got["bytes_read"] == rounds_sent * got["sockets"] * got["frame_bytes"]
     assert got["sends"] == 3 * 20
