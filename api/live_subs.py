@@ -161,13 +161,12 @@ class LiveSubscriptions(Generic[LiveT]):
     async def _drain(self, live: LiveT) -> None:
         sub = live.sub
         detachable = sub.has_sink
-        if live.stopped:
-            # Stopped between the wake that spawned this and its first step. (A wake can
-            # even spawn into the connection's task group during its exit's last checkpoint,
-            # and the group then ends without waiting for it: anyio 4.16.)
-            live.draining = False
-            return
         try:
+            if live.stopped:
+                # Stopped between the wake that spawned this and its first step. (A wake can
+                # even spawn into the connection's task group during its exit's last
+                # checkpoint, and the group then ends without waiting for it: anyio 4.16.)
+                return
             with anyio.CancelScope() as scope:
                 live.scope = scope
                 assert live.on_wake is not None  # cleared only once stopped (`_end_now`)

@@ -180,7 +180,6 @@ def test_socket_floor_waits_for_each_round_to_be_read() -> None:
     assert got["closed_loop_unread_bytes"] == 0
     rounds_sent = 1 + 2 * got["rounds"]  # warm-up, closed loop, back to back
     assert got["bytes_read"] == rounds_sent * got["sockets"] * got["frame_bytes"]
-    assert got["sends"] == 3 * 20
     assert _positive(got["cpu_per_send_us"])
     assert _positive(got["back_to_back_cpu_per_send_us"])
 
