@@ -4,6 +4,7 @@
     python -m bench latency fanout               # chosen scenarios, full size
     python -m bench --systems courtside,floor    # only some systems
     python -m bench fanout --profile courtside   # py-spy the courtside server while measured
+    python -m bench fanout --profile courtside --profiler perf   # perf: kernel included
 
 Writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>-latency.png``
 (``--out`` defaults to bench/results, ``--name`` to quick or full). Exit status 0 when
@@ -57,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="file name stem of the outputs (default: quick/full)")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run")
     parser.add_argument("--profile", default="", metavar="SYSTEMS",
-                        help="py-spy these Python servers during the measured windows")
+                        help="profile these servers during the measured windows")
+    parser.add_argument("--profiler", choices=("py-spy", "perf"), default="py-spy",
+                        help="py-spy: Python frames (Python servers); perf: the whole "
+                             "stack, kernel included (default: py-spy)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a size of the profile (see bench/profiles.py), e.g. "
                              "--set fanout_sizes=2000 --set connections=5000")
@@ -121,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "machine": platform.machine(), "kernel": platform.release(),
-            "profiled": bool(args.profile), "unavailable": unavailable,
+            "profiled": bool(args.profile),
+            "profiler": args.profiler if args.profile else None, "unavailable": unavailable,
             "overrides": list(args.set),
         },
         "scenarios": {},
@@ -135,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = Run(profile, systems, db, out_dir, time_limit - (time.monotonic() - began),
                   unavailable)
         run.profile_systems = {s for s in args.profile.split(",") if s}
+        run.profiler = args.profiler
         run.start_agents()
         try:
             for name in chosen:

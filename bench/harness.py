@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from bench import profiling, servers
+from bench import perfprof, profiling, servers
 from bench.agent import Agent, AgentError, call_all
 from bench.database import BenchDB, SessionFx, make_sessions
 from bench.dialects import marker_content
@@ -75,7 +75,8 @@ class Run:
         self._n = itertools.count(1)
         self.clients: list[Agent] = []
         self.writer: Agent | None = None
-        self.profile_systems: set[str] = set()  # py-spy these servers' measured windows
+        self.profile_systems: set[str] = set()  # profile these servers' measured windows
+        self.profiler = "py-spy"  # or "perf": the whole stack, kernel included
         self.profiles: dict[str, dict[str, Any]] = {}
         self._insert_conn: psycopg.Connection[Any] | None = None
         self._warm_target: list[str] | None = None
@@ -262,8 +263,19 @@ class Run:
 
     @contextlib.contextmanager
     def profiled(self, server: Server, label: str) -> Iterator[None]:
-        """Sample `server` with py-spy during the block, when its system is profiled."""
-        if server.system not in self.profile_systems or server.system == "socketio":
+        """Sample `server` during the block, when its system is profiled: with py-spy
+        (Python servers only) or perf."""
+        if server.system not in self.profile_systems:
+            yield
+            return
+        if self.profiler == "perf":
+            raw = self.out_dir / "profiles" / f"{label}.perf"
+            with perfprof.record(server.pid, raw) as attached:
+                yield
+            if attached:
+                self.profiles[label] = perfprof.summarize(raw)
+            return
+        if server.system == "socketio":
             yield
             return
         raw = self.out_dir / "profiles" / f"{label}.txt"

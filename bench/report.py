@@ -190,8 +190,9 @@ def markdown(results: dict[str, Any]) -> str:
              f"{_fmt(meta.get('seconds'), 0)} s. Ratios are taken within this run; absolute "
              "times on a shared machine are noise.", ""]
     if meta.get("profiled"):
-        lines += ["**Profiled run**: py-spy sampled the servers during the measurements, "
-                  "which slows them; use these numbers for the profiles, not the targets.", ""]
+        lines += [f"**Profiled run**: {meta.get('profiler') or 'py-spy'} sampled the servers "
+                  "during the measurements, which slows them; use these numbers for the "
+                  "profiles, not the targets.", ""]
     lines += ["## Targets", ""]
     lines += _table(["target", "measured", "unit", "bound", "pass", "detail"],
                     [[t["target"], t["measured"], t["unit"], t["bound"], t["pass"],
@@ -343,7 +344,13 @@ def markdown(results: dict[str, Any]) -> str:
                                 [[b, f"`{w}`"] for w, b in prof.get("by_file", [])])
                 lines += [""]
                 continue
-            lines += [f"### {label} — {prof.get('samples', 0)} samples", ""]
+            if prof.get("kind") == "perf":
+                lines += [f"### {label} — perf, {prof.get('samples', 0)} samples", ""]
+                lines += _table(["samples %", "where the top frame is"],
+                                [[p[1], p[0]] for p in prof.get("areas", [])[:8]])
+                lines += [""]
+            else:
+                lines += [f"### {label} — {prof.get('samples', 0)} samples", ""]
             lines += _table(["self %", "function"], [[p[1], f"`{p[0]}`"]
                                                       for p in prof.get("self", [])[:10]])
             lines += [""]

@@ -10,6 +10,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 
 from api.pusher_protocol import PusherConfig, verify_auth
-from bench import profiling, report, sockfloor, stats, writers
+from bench import perfprof, profiling, report, sockfloor, stats, writers
 from bench.database import BenchDB, make_sessions
 from bench.dialects import (
     PUSHER_KEY,
@@ -203,6 +204,76 @@ def test_profile_summary_drops_shared_frames(tmp_path: Path) -> None:
     assert summary["samples"] == 10
     assert summary["self"][0] == ["send (b.py)", 60.0]
     assert [name for name, _ in summary["inclusive"]] == ["send (b.py)", "wake (c.py)"]
+
+
+_PERF_SCRIPT = """
+\t ffffffff81af866a tcp_sendmsg ([kernel.kallsyms])
+\t ffffffff81af0000 __sys_sendto ([kernel.kallsyms])
+\t           fdd6b __send (/usr/lib/x86_64-linux-gnu/libc.so.6)
+\t    7f0e61856240 [unknown] ([unknown])
+\t          1aac40 main (/usr/bin/python3.11)
+
+\t           51183 UVStream_write (/venv/site-packages/uvloop/loop.cpython-311-x86_64-linux-gnu.so)
+\t          1aac40 main (/usr/bin/python3.11)
+
+\t           fb699 _PyEval_EvalFrameDefault (/lib/libpython3.11.so.1.0)
+\t          1aac40 main (/usr/bin/python3.11)
+
+\t ffffffff81af866a tcp_sendmsg ([kernel.kallsyms])
+\t          1aac40 main (/usr/bin/python3.11)
+"""
+
+
+def test_perf_summary_gives_each_sample_to_its_top_frames_binary() -> None:
+    samples = perfprof.parse_script(_PERF_SCRIPT)
+    assert [len(s) for s in samples] == [5, 2, 2, 2]
+    assert samples[1][0] == ("UVStream_write",
+                             "/venv/site-packages/uvloop/loop.cpython-311-x86_64-linux-gnu.so")
+    summary = perfprof.summarize_stacks(samples)
+    assert summary["samples"] == 4
+    assert summary["areas"] == [["kernel", 50.0], ["uvloop/loop", 25.0],
+                                ["interpreter", 25.0]]
+    assert summary["self"][0] == ["tcp_sendmsg", 50.0]
+    # `main` is in every sample and says nothing; `[unknown]` frames are no function.
+    inclusive = {name: pct for name, pct in summary["inclusive"]}
+    assert "main" not in inclusive
+    assert "[unknown]" not in inclusive
+    assert inclusive["tcp_sendmsg"] == 50.0
+    assert inclusive["__send"] == 25.0
+
+
+_SENDER = """
+import socket, threading, time
+server = socket.create_server(("127.0.0.1", 0))
+a = socket.create_connection(server.getsockname())
+b, _ = server.accept()
+def drain():
+    while b.recv(65536):
+        pass
+threading.Thread(target=drain, daemon=True).start()
+frame = b"x" * 300
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    a.send(frame)
+"""
+
+
+@pytest.mark.skipif(perfprof.perf() is None, reason="no perf binary")
+def test_perf_profile_of_a_sending_process_finds_the_kernels_send_path(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _SENDER])
+    try:
+        with perfprof.record(proc.pid, tmp_path / "send.perf", freq=499) as attached:
+            if not attached:
+                pytest.skip("perf could not attach (perf_event_paranoid?)")
+            time.sleep(1.5)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    summary = perfprof.summarize(tmp_path / "send.perf")
+    assert summary["samples"] > 50
+    areas = {name: pct for name, pct in summary["areas"]}
+    assert areas.get("kernel", 0.0) > 30.0
+    assert "tcp_sendmsg" in {name for name, _ in summary["inclusive"]}
 
 
 def test_fanout_blocks_split_every_event_once() -> None:
