@@ -135,9 +135,11 @@ class Run:
     # -- servers and clients -----------------------------------------------------------------
 
     def server(self, system: str, traced: bool = False) -> AbstractContextManager[Server]:
-        """`traced`: under tracemalloc, when this system's profile was asked for."""
+        """`traced`: under tracemalloc, when this system's py-spy profile was asked for
+        (a perf profile is of CPU time, which tracemalloc would inflate)."""
         traced_dir = None
-        if traced and system in self.profile_systems and system in ("courtside", "pusher"):
+        if (traced and self.profiler == "py-spy" and system in self.profile_systems
+                and system in ("courtside", "pusher")):
             traced_dir = self.out_dir / "profiles" / f"tracemalloc-{next(self._n)}"
         return servers.running(system, self.db, self.log_dir, traced_dir=traced_dir)
 

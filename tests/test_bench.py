@@ -240,6 +240,11 @@ def test_perf_summary_gives_each_sample_to_its_top_frames_binary() -> None:
     assert "[unknown]" not in inclusive
     assert inclusive["tcp_sendmsg"] == 50.0
     assert inclusive["__send"] == 25.0
+    text = report.markdown({"meta": {"profiled": True, "profiler": "perf"},
+                            "profiles": {"fanout-courtside-n10": summary}})
+    assert "perf sampled the servers" in text
+    assert "### fanout-courtside-n10 — perf, 4 samples" in text
+    assert "| 25.00 | uvloop/loop |" in text
 
 
 _SENDER = """
