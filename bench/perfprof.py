@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from bench import profiling
 
 Frame = tuple[str, str]  # (function, binary)
 
@@ -36,22 +36,11 @@ def record(pid: int, path: Path, freq: int = 999) -> Iterator[bool]:
     if exe is None:
         yield False
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_suffix(".log").open("wb") as log:
-        proc = subprocess.Popen([exe, "record", "-g", "-F", str(freq), "--no-inherit",
-                                 "-p", str(pid), "-o", str(path)],
-                                stdout=log, stderr=subprocess.STDOUT)
-    time.sleep(0.5)  # attached before the measurement starts
-    try:
-        yield proc.poll() is None
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)  # it writes out its buffers first
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    # Stopping takes a while: perf writes out its buffers and the binaries' build ids.
+    with profiling.sampler([exe, "record", "-g", "-F", str(freq), "--no-inherit",
+                            "-p", str(pid), "-o", str(path)], path,
+                           stop_timeout=60) as attached:
+        yield attached
 
 
 def parse_script(text: str) -> list[list[Frame]]:

@@ -27,18 +27,13 @@ def py_spy() -> str | None:
 
 
 @contextlib.contextmanager
-def record(pid: int, raw_path: Path, rate: int = 250) -> Iterator[bool]:
-    """Profile `pid` while the block runs; yields whether a profiler is attached."""
-    exe = py_spy()
-    if exe is None:
-        yield False
-        return
-    raw_path.parent.mkdir(parents=True, exist_ok=True)
-    log = raw_path.with_suffix(".log")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([exe, "record", "-p", str(pid), "-r", str(rate), "-f", "raw",
-                                 "-o", str(raw_path), "--nonblocking"],
-                                stdout=out, stderr=subprocess.STDOUT)
+def sampler(command: list[str], out_path: Path, stop_timeout: float = 30) -> Iterator[bool]:
+    """Run a sampling profiler's `command` (writing `out_path`) while the block runs,
+    attached before it starts; SIGINT stops it, and it writes out what it sampled. Yields
+    whether it is running. Its output goes to `out_path` with the suffix .log."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.with_suffix(".log").open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     time.sleep(0.5)  # attached before the measurement starts
     try:
         yield proc.poll() is None
@@ -46,10 +41,22 @@ def record(pid: int, raw_path: Path, rate: int = 250) -> Iterator[bool]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(30)
+            proc.wait(stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def record(pid: int, raw_path: Path, rate: int = 250) -> Iterator[bool]:
+    """Profile `pid` while the block runs; yields whether a profiler is attached."""
+    exe = py_spy()
+    if exe is None:
+        yield False
+        return
+    with sampler([exe, "record", "-p", str(pid), "-r", str(rate), "-f", "raw",
+                  "-o", str(raw_path), "--nonblocking"], raw_path) as attached:
+        yield attached
 
 
 def _short_path(path: str) -> str:
