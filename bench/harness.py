@@ -267,24 +267,16 @@ class Run:
     def profiled(self, server: Server, label: str) -> Iterator[None]:
         """Sample `server` during the block, when its system is profiled: with py-spy
         (Python servers only) or perf."""
-        if server.system not in self.profile_systems:
+        perf = self.profiler == "perf"
+        if server.system not in self.profile_systems or (not perf and server.system == "socketio"):
             yield
             return
-        if self.profiler == "perf":
-            raw = self.out_dir / "profiles" / f"{label}.perf"
-            with perfprof.record(server.pid, raw) as attached:
-                yield
-            if attached:
-                self.profiles[label] = perfprof.summarize(raw)
-            return
-        if server.system == "socketio":
-            yield
-            return
-        raw = self.out_dir / "profiles" / f"{label}.txt"
-        with profiling.record(server.pid, raw) as attached:
+        tool, suffix = (perfprof, "perf") if perf else (profiling, "txt")
+        raw = self.out_dir / "profiles" / f"{label}.{suffix}"
+        with tool.record(server.pid, raw) as attached:
             yield
         if attached:
-            self.profiles[label] = profiling.summarize(raw)
+            self.profiles[label] = tool.summarize(raw)
 
     @contextlib.contextmanager
     def leg(self, results: dict[str, Any], key: str) -> Iterator[dict[str, Any]]:
