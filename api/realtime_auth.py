@@ -82,10 +82,10 @@ async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None
                                              expiration_minutes=expiration_minutes)
         except ApiError:
             raise AccessDenied(ErrorCode.UNAUTHENTICATED) from None
-        expires_at = _aware(user.expires_at)
-        if expiration_minutes is not None:
-            expires_at = await tickets.token_deadline(pool, user.token_id, expiration_minutes)
-        principal = Principal(uuid.UUID(str(user.user_id)), int(user.token_id), expires_at)
+        # The header's token query already gives the deadline, Sanctum's global expiration
+        # included (api/sql/auth.sql, token_by_id).
+        principal = Principal(uuid.UUID(str(user.user_id)), int(user.token_id),
+                              _aware(user.expires_at))
     elif ticket:
         redeemed = await tickets.redeem(pool, ticket, expiration_minutes=expiration_minutes)
         if redeemed is None:

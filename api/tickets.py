@@ -84,13 +84,3 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
         return None
     token_id, user_id, expires_at = row
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
-
-
-async def token_deadline(pool: AsyncConnectionPool[Any], token_id: int,
-                         expiration_minutes: int | None) -> datetime | None:
-    """When a token stops being valid: its expires_at, or Sanctum's global expiration."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(SQL.token_deadline, {
-            "token_id": token_id, "expiration_minutes": expiration_minutes})
-        row = await cur.fetchone()
-    return None if row is None else row[0]

@@ -13,7 +13,9 @@ from websockets.exceptions import ConnectionClosed
 from tests import factories
 from tests.test_realtime_support import (
     Ws,
+    build_app,
     rest,
+    running,
     sql,
     sql_comment,
     sse_client,
@@ -96,6 +98,27 @@ async def test_token_expiry_closes_connections(db: str, server: str) -> None:
         assert (code, reason) == (4002, "TOKEN_EXPIRED")
         closing = await sse.expect("closed", wait=3.0)
         assert closing.json()["code"] == "TOKEN_EXPIRED"
+
+
+@pytest.mark.anyio
+async def test_global_expiration_counts_from_created_at(db: str) -> None:
+    """Sanctum's global `expiration` bounds a realtime connection as it bounds a request:
+    a token created 57 s ago under a one-minute expiration is let in, then closed when its
+    minute is up; one created now stays open past that."""
+    world = factories.world(db, participants=1)
+    ageing = factories.token(db, world.owner)
+    fresh = factories.token(db, world.owner)
+    with running(build_app(db, token_expiration_minutes=1)) as server:
+        sql(db, "UPDATE personal_access_tokens SET created_at = (now() AT TIME ZONE 'UTC')"
+                " - interval '57 seconds' WHERE id = %s", (token_id(ageing),))
+        async with ws_client(server, ageing) as ws, ws_client(server, fresh) as survivor, \
+                sse_client(server, world.session_id, ageing) as sse:
+            assert (await ws.subscribe(world.topic))["type"] == "subscribed"
+            code, reason, _ = await closed_within(ws, 3.0 + BOUND)
+            assert (code, reason) == (4002, "TOKEN_EXPIRED")
+            closing = await sse.expect("closed", wait=3.0)
+            assert closing.json()["code"] == "TOKEN_EXPIRED"
+            assert (await survivor.subscribe(world.topic))["type"] == "subscribed"
 
 
 @pytest.mark.anyio

@@ -33,14 +33,6 @@ SELECT token_id, user_id, token_expires_at
 FROM token
 WHERE ticket_expires_at > now() AND (token_expires_at IS NULL OR token_expires_at > now())
 
--- name: token_deadline
--- least() ignores NULLs: no expires_at and no global expiration → NULL, never expires.
-SELECT least(p.expires_at,
-             p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
-           AT TIME ZONE 'UTC'
-FROM public.personal_access_tokens p
-WHERE p.id = %(token_id)s
-
 -- name: session_access
 -- Who may read a session's events: its participants, or anyone when it is public.
 SELECT s.visibility,
