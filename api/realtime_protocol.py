@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
@@ -160,10 +160,11 @@ def new_socket_id() -> str:
 class Topic:
     kind: Literal["session", "user"]
     id: uuid.UUID
+    # Built once: a subscription reads it at every step, and formatting a UUID is not cheap.
+    name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.kind}:{self.id}")
 
     def __str__(self) -> str:
         return self.name
@@ -178,12 +179,10 @@ def parse_topic(value: object) -> Topic | None:
     if not sep or kind not in ("session", "user") or len(rest) != 36:
         return None
     try:
-        parsed = uuid.UUID(rest)
+        topic = Topic("session" if kind == "session" else "user", uuid.UUID(rest))
     except ValueError:
         return None
-    if str(parsed) != rest:
-        return None
-    return Topic("session" if kind == "session" else "user", parsed)
+    return topic if topic.name == value else None  # not canonical: refused
 
 
 # -- client frames --------------------------------------------------------------------------

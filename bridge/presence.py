@@ -68,14 +68,15 @@ class Presence:
                    ttl: float | None = None) -> bool:
         """Join; True if the user just came online. ``ttl`` None: a connection of this node."""
         node_id = self.node_id if ttl is None else None
-        leaving = self.leaves.pending((topic, str(user_id), conn_id))
+        key = (topic, str(user_id), conn_id)
+        leaving = self.leaves.pending(key)
         if leaving is not None:
             with anyio.move_on_after(self._config.query_timeout):
                 await leaving.done.wait()
-        became = await self._one(_SQL.join, {"topic": topic, "user_id": str(user_id),
+        became = await self._one(_SQL.join, {"topic": topic, "user_id": key[1],
                                              "conn_id": conn_id, "node_id": node_id, "ttl": ttl})
         if ttl is None:
-            self._local[(topic, str(user_id), conn_id)] = None
+            self._local[key] = None
         return bool(became)
 
     async def leave(self, topic: str, user_id: UserId, conn_id: str) -> bool:

@@ -18,6 +18,7 @@ from api.realtime_protocol import (
     Language,
     Ping,
     Subscribe,
+    Topic,
     Typing,
     Unsubscribe,
     detail_for,
@@ -59,6 +60,9 @@ def test_topics_are_canonical() -> None:
     assert topic is not None
     assert topic.kind == "session"
     assert topic.id == SID
+    assert topic.name == str(topic) == f"session:{SID}"
+    assert topic == Topic("session", SID)
+    assert hash(topic) == hash(Topic("session", SID))
     assert parse_topic(f"user:{ME}") is not None
     for bad in [f"session:{str(SID).upper()}", f"session:{SID.hex}", f"room:{SID}", "session:",
                 f"session:{SID}x", 42, None, f" session:{SID}"]:
