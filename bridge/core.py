@@ -17,7 +17,7 @@ from bridge.backoff import Backoff
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeClosed, BridgeError, BridgeUnavailable, NotifyDecodeError
 from bridge.events import RESYNC, Control
-from bridge.hub import Hub
+from bridge.hub import COMPILED_FANOUT, Hub
 from bridge.listener import Listener
 from bridge.notify import Durable, Ephemeral, decode
 from bridge.poolcheck import RecentCheck
@@ -149,9 +149,11 @@ class Bridge:
         self._caught_up = True
         self._listener.caught_up()
         self._signal_ready_change()
-        log.info("node %s ready: LISTEN connected (backend %s)%s", self.node_id,
+        log.info("node %s ready: LISTEN connected (backend %s)%s%s", self.node_id,
                  self._listener.backend_pid,
-                 "" if first else f", {len(marks)} topics caught up after a reconnect")
+                 "" if first else f", {len(marks)} topics caught up after a reconnect",
+                 "" if not first or COMPILED_FANOUT
+                 else "; fan-out loop in Python (bridge/_fanout.c not built)")
 
     def _on_down(self) -> None:
         self._caught_up = False

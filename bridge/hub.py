@@ -5,7 +5,7 @@ atomic with respect to the other and to subscribers coming and going."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import anyio
 
@@ -35,17 +35,20 @@ class Topic:
             subs = tuple(self.subs)
             pushes += len(subs)
             if type(item) is Event:
-                _deliver(item, subs)
+                deliver(item, subs)
             else:
                 for sub in subs:
                     sub.push(item)
         return pushes
 
 
-def _deliver(event: Event, subs: tuple[Subscription, ...]) -> None:
+def deliver_py(event: Event, subs: tuple[Subscription, ...]) -> None:
     """One event to every subscriber: written to the socket here for a parked subscription
     whose gate is open (bridge/direct.py), handed to `Subscription.push` otherwise. The
-    checks are push's and the sink's, inlined: this loop runs once per subscriber."""
+    checks are push's and the sink's, inlined: this loop runs once per subscriber.
+
+    `deliver` is this loop compiled (bridge/_fanout.c) where the extension was built: the
+    same steps, with the next subscribers' objects prefetched while a write runs."""
     seq = event.seq
     origin = event.origin
     for sub in subs:
@@ -65,6 +68,15 @@ def _deliver(event: Event, subs: tuple[Subscription, ...]) -> None:
                 continue
         if seq is not None:
             sub.last_seq = seq
+
+
+deliver: Callable[[Event, tuple[Subscription, ...]], None]
+try:
+    from bridge._fanout import deliver
+except ImportError:  # built without a C compiler: the same loop, in Python
+    deliver = deliver_py
+
+COMPILED_FANOUT = deliver is not deliver_py
 
 
 class Hub:

@@ -4,11 +4,30 @@ or the queue — so that each event still reaches each subscriber once, in order
 
 from __future__ import annotations
 
-from bridge import Direct, Event, Gate, Subscription
+from collections.abc import Callable
+
+import pytest
+
+from bridge import Direct, Event, Gate, Subscription, hub
 from bridge.hub import Topic
 from bridge.subqueue import BoundedQueue
 
 TOPIC = "session:00000000-0000-0000-0000-000000000001"
+
+Deliver = Callable[[Event, tuple[Subscription, ...]], None]
+# The loop in Python, and compiled where the extension was built (tests/test_fanout_compiled.py
+# fails when a C compiler was at hand and it was not).
+IMPLEMENTATIONS: dict[str, Deliver] = {"python": hub.deliver_py}
+if hub.COMPILED_FANOUT:
+    IMPLEMENTATIONS["compiled"] = hub.deliver
+
+
+@pytest.fixture(autouse=True, params=sorted(IMPLEMENTATIONS))
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs `Topic.fan_out` over each implementation of its loop."""
+    name: str = request.param
+    monkeypatch.setattr(hub, "deliver", IMPLEMENTATIONS[name])
+    return name
 
 
 class NoLog:
