@@ -50,7 +50,8 @@ class Socket:
 
 
 class OtherSubscription(Subscription):
-    """Another class than the one the compiled loop learns its layout from."""
+    """A subclass: the compiled loop prefetches only for the exact classes it saw first,
+    and must deliver to any other just the same."""
 
     __slots__ = ()
 
