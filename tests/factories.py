@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 
@@ -82,3 +83,17 @@ def token(dsn: str, user_id: uuid.UUID, expires_in_seconds: int | None = None) -
         ).fetchone()
     assert row is not None
     return f"{row[0]}|{plaintext}"
+
+
+def token_id(token: str) -> int:
+    """The personal_access_tokens id of a bearer token ("<id>|<plaintext>")."""
+    return int(token.split("|", 1)[0])
+
+
+def last_used(dsn: str, *tokens: str) -> list[datetime | None]:
+    """Each token's last_used_at, as stored (naive UTC); None where never used."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows: dict[int, datetime | None] = dict(conn.execute(
+            "SELECT id, last_used_at FROM personal_access_tokens WHERE id = ANY(%s)",
+            ([token_id(t) for t in tokens],)).fetchall())
+    return [rows[token_id(t)] for t in tokens]

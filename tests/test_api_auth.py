@@ -165,20 +165,11 @@ async def test_authuser_expires_at_is_the_effective_deadline(world: World, db: s
     assert 0 < (capped.expires_at - datetime.now(UTC)).total_seconds() <= 601
 
 
-def _last_used(db: str, token: str) -> datetime | None:
-    with psycopg.connect(db) as conn:
-        row = conn.execute("SELECT last_used_at FROM personal_access_tokens WHERE id = %s",
-                           (int(token.split("|")[0]),)).fetchone()
-    assert row is not None
-    value: datetime | None = row[0]
-    return value
-
-
 def _refreshed(db: str, token: str, than: datetime | None, within: float = 10.0) -> datetime:
     """last_used_at once it is newer than `than` (it is written after the request)."""
     deadline = time.monotonic() + within
     while True:
-        value = _last_used(db, token)
+        value = factories.last_used(db, token)[0]
         if value is not None and (than is None or value > than):
             return value
         assert time.monotonic() < deadline, f"last_used_at still {value}"
@@ -188,7 +179,7 @@ def _refreshed(db: str, token: str, than: datetime | None, within: float = 10.0)
 def test_last_used_at_is_written_at_most_once_a_minute(world: World, db: str,
                                                        base_url: str) -> None:
     token = factories.token(db, world.owner)
-    assert _last_used(db, token) is None
+    assert factories.last_used(db, token)[0] is None
     assert listing(base_url, world, f"Bearer {token}").status_code == 200
     _refreshed(db, token, None)
     with psycopg.connect(db, autocommit=True) as conn:
@@ -196,7 +187,7 @@ def test_last_used_at_is_written_at_most_once_a_minute(world: World, db: str,
         conn.execute("UPDATE personal_access_tokens SET last_used_at = (now() AT TIME ZONE"
                      " 'UTC')::timestamp(0) - interval '30 seconds' WHERE id = %s",
                      (int(token.split("|")[0]),))
-    recent = _last_used(db, token)
+    recent = factories.last_used(db, token)[0]
     for _ in range(5):
         assert listing(base_url, world, f"Bearer {token}").status_code == 200
     # A never-used token, noted after those requests: once it is written, whatever they
@@ -205,11 +196,11 @@ def test_last_used_at_is_written_at_most_once_a_minute(world: World, db: str,
     witness = factories.token(db, world.owner)
     assert listing(base_url, world, f"Bearer {witness}").status_code == 200
     _refreshed(db, witness, None)
-    assert _last_used(db, token) == recent
+    assert factories.last_used(db, token)[0] == recent
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("UPDATE personal_access_tokens SET last_used_at = last_used_at"
                      " - interval '2 minutes' WHERE id = %s", (int(token.split("|")[0]),))
-    stale = _last_used(db, token)
+    stale = factories.last_used(db, token)[0]
     assert listing(base_url, world, f"Bearer {token}").status_code == 200
     refreshed = _refreshed(db, token, stale)
     assert stale is not None

@@ -58,10 +58,6 @@ def data(frame: dict[str, Any]) -> Any:
     return orjson.loads(frame["data"])
 
 
-def token_id(token: str) -> int:
-    return int(token.split("|")[0])
-
-
 async def closed(client: PusherClient, wait: float = 5.0) -> tuple[int, list[dict[str, Any]]]:
     """Read until the server closes; (close code, frames read before)."""
     frames: list[dict[str, Any]] = []
@@ -128,7 +124,7 @@ async def test_broadcasting_auth_refusals(db: str, server: str) -> None:
     answer = r.json()
     assert answer["auth"].startswith(f"{PUSHER.key}:")
     assert orjson.loads(answer["channel_data"]) == {"user_id": str(member),
-                                                    "courtside_token": token_id(token)}
+                                                    "courtside_token": factories.token_id(token)}
     r = await broadcasting_auth(server, token, socket, presence)
     assert r.status_code == 200, r.text
     channel_data = orjson.loads(r.json()["channel_data"])
@@ -147,7 +143,7 @@ async def test_bad_signatures_are_refused(db: str, server: str) -> None:
         forged = dict(good, auth=good["auth"][:-4] + ("0000" if not good["auth"].endswith(
             "0000") else "1111"))
         tampered = dict(good, channel_data=good["channel_data"].replace(
-            str(token_id(token)), str(token_id(token) + 1)))
+            str(factories.token_id(token)), str(factories.token_id(token) + 1)))
         for attempt in [forged, tampered, {"auth": good["auth"]}, {}]:
             error = await client.subscribe(channel, attempt)
             assert error["event"] == "pusher:error", error
@@ -253,7 +249,8 @@ async def test_revocation(db: str, server: str) -> None:
         assert (await a.subscribe(public))["event"] == "pusher_internal:subscription_succeeded"
         # Deleting the token that /broadcasting/auth bound `a` to ends its private channel;
         # its public channel goes on.
-        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s", (token_id(bound_token),))
+        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
+            (factories.token_id(bound_token),))
         error = await a.expect(lambda f: f["event"] == "pusher:error", wait=5)
         assert error["channel"] == private
         assert error["data"]["code"] == 4009
@@ -281,7 +278,7 @@ async def test_revocation(db: str, server: str) -> None:
         # A token given at the handshake closes the connection when deleted.
         await c.event(private, "comment.created")
         sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
-            (token_id(handshake_token),))
+            (factories.token_id(handshake_token),))
         code, frames = await closed(c)
         assert code == 4009
         assert any(f["event"] == "pusher:error" and f["data"]["code"] == 4009 for f in frames)

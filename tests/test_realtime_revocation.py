@@ -25,10 +25,6 @@ from tests.test_realtime_support import (
 BOUND = 1.0  # seconds: the issue's requirement
 
 
-def token_id(token: str) -> int:
-    return int(token.split("|")[0])
-
-
 async def closed_within(ws: Ws, seconds: float) -> tuple[int, str, float]:
     """Wait for the server's close; (code, reason, seconds it took)."""
     start = time.monotonic()
@@ -49,7 +45,7 @@ async def test_deleting_a_token_closes_its_connections(db: str, server: str) -> 
             sse_client(server, world.session_id, doomed) as sse:
         assert (await ws.subscribe(world.topic))["type"] == "subscribed"
         assert (await survivor.subscribe(world.topic))["type"] == "subscribed"
-        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s", (token_id(doomed),))
+        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s", (factories.token_id(doomed),))
         code, reason, took = await closed_within(ws, BOUND)
         assert code == 4001
         assert reason == "TOKEN_REVOKED"
@@ -74,7 +70,7 @@ async def test_ticket_connections_follow_their_token(db: str, server: str) -> No
         r = await api.http.post("/api/realtime/tickets", headers=api.headers)
         ticket = r.json()["data"]["ticket"]
     async with ws_client(server, ticket=ticket) as ws:
-        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s", (token_id(token),))
+        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s", (factories.token_id(token),))
         code, _, took = await closed_within(ws, BOUND)
     assert code == 4001
     assert took < BOUND
@@ -90,7 +86,7 @@ async def test_token_expiry_closes_connections(db: str, server: str) -> None:
     async with ws_client(server, short) as ws1, ws_client(server, moved) as ws2, \
             sse_client(server, world.session_id, short) as sse:
         sql(db, "UPDATE personal_access_tokens SET expires_at = (now() AT TIME ZONE 'UTC')"
-                " - interval '1 second' WHERE id = %s", (token_id(moved),))
+                " - interval '1 second' WHERE id = %s", (factories.token_id(moved),))
         code, reason, took = await closed_within(ws2, BOUND)
         assert (code, reason) == (4002, "TOKEN_EXPIRED")
         assert took < BOUND
@@ -110,7 +106,7 @@ async def test_global_expiration_counts_from_created_at(db: str) -> None:
     fresh = factories.token(db, world.owner)
     with running(build_app(db, token_expiration_minutes=1)) as server:
         sql(db, "UPDATE personal_access_tokens SET created_at = (now() AT TIME ZONE 'UTC')"
-                " - interval '57 seconds' WHERE id = %s", (token_id(ageing),))
+                " - interval '57 seconds' WHERE id = %s", (factories.token_id(ageing),))
         async with ws_client(server, ageing) as ws, ws_client(server, fresh) as survivor, \
                 sse_client(server, world.session_id, ageing) as sse:
             assert (await ws.subscribe(world.topic))["type"] == "subscribed"

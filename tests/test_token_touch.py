@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 import anyio
 import httpx
@@ -19,23 +18,11 @@ from tests import factories
 from tests.servers import serve
 
 
-def _token_id(token: str) -> int:
-    return int(token.split("|", 1)[0])
-
-
-def _last_used(db: str, tokens: list[str]) -> list[datetime | None]:
-    with psycopg.connect(db, autocommit=True) as conn:
-        rows: dict[int, datetime | None] = dict(conn.execute(
-            "SELECT id, last_used_at FROM personal_access_tokens WHERE id = ANY(%s)",
-            ([_token_id(t) for t in tokens],)).fetchall())
-    return [rows[_token_id(t)] for t in tokens]
-
-
 def _age(db: str, token: str, seconds: int) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("UPDATE personal_access_tokens SET last_used_at = (now() AT TIME ZONE"
                      " 'UTC') - make_interval(secs => %s) WHERE id = %s",
-                     (seconds, _token_id(token)))
+                     (seconds, factories.token_id(token)))
 
 
 def test_a_request_does_not_wait_for_its_token_write(db: str) -> None:
@@ -47,7 +34,7 @@ def test_a_request_does_not_wait_for_its_token_write(db: str) -> None:
     with serve(create_app(ApiConfig(database_url=db))) as base, \
             psycopg.connect(db) as holder:
         holder.execute("SELECT 1 FROM personal_access_tokens WHERE id = %s FOR UPDATE",
-                       (_token_id(token),))
+                       (factories.token_id(token),))
         started = time.monotonic()
         # Before: the request's own UPDATE waited on the lock until this timeout.
         response = httpx.get(base + url, headers={"Authorization": f"Bearer {token}"},
@@ -55,10 +42,10 @@ def test_a_request_does_not_wait_for_its_token_write(db: str) -> None:
         assert response.status_code == 200
         answered = time.monotonic() - started
         time.sleep(1.5)  # the writer has tried by now, and waits on the lock
-        assert _last_used(db, [token]) == [None]
+        assert factories.last_used(db, token) == [None]
         holder.rollback()
         deadline = time.monotonic() + 10
-        while _last_used(db, [token]) == [None]:
+        while factories.last_used(db, token) == [None]:
             assert time.monotonic() < deadline, "last_used_at never written"
             time.sleep(0.05)
     assert answered < 5
@@ -70,17 +57,17 @@ async def test_noted_tokens_are_written_together_and_only_when_stale(db: str) ->
     stale, never, fresh = (factories.token(db, world.owner) for _ in range(3))
     _age(db, stale, 120)
     _age(db, fresh, 10)
-    before = _last_used(db, [stale, never, fresh])
+    before = factories.last_used(db, stale, never, fresh)
     async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
                                    kwargs={"autocommit": True}) as pool:
         touches = TokenTouches(pool)
         for token in (stale, never, stale, fresh, never):
-            touches.touch(_token_id(token))
+            touches.touch(factories.token_id(token))
         assert touches.pending == 3
         assert await touches.flush() == 2  # one statement; `fresh` was written 10 s ago
         assert touches.pending == 0
         assert await touches.flush() == 0
-    after = _last_used(db, [stale, never, fresh])
+    after = factories.last_used(db, stale, never, fresh)
     assert before[0] is not None
     assert after[0] is not None
     assert after[0] > before[0]
@@ -98,10 +85,10 @@ async def test_what_is_noted_is_written_when_the_writer_stops(db: str) -> None:
         touches = TokenTouches(pool, interval=3600)  # its timer never fires here
         async with anyio.create_task_group() as tg:
             await tg.start(touches.run)
-            touches.touch(_token_id(token))
+            touches.touch(factories.token_id(token))
             tg.cancel_scope.cancel()
     assert touches.written == 1
-    assert _last_used(db, [token])[0] is not None
+    assert factories.last_used(db, token)[0] is not None
 
 
 @pytest.mark.anyio
@@ -116,12 +103,12 @@ async def test_a_failed_write_is_logged_and_the_writer_goes_on(
             async with anyio.create_task_group() as tg:
                 await tg.start(touches.run)
                 async with pool.connection() as held:  # the only connection: writes time out
-                    touches.touch(_token_id(token))
+                    touches.touch(factories.token_id(token))
                     await anyio.sleep(0.6)
                     assert touches.pending == 0  # taken, failed, dropped
-                    assert _last_used(db, [token]) == [None]
+                    assert factories.last_used(db, token) == [None]
                     await held.execute("SELECT 1")
-                touches.touch(_token_id(token))  # its next request notes it again
+                touches.touch(factories.token_id(token))  # its next request notes it again
                 # Written by the loop's next turn, not by the last write at stop.
                 deadline = time.monotonic() + 10
                 while touches.written == 0:
@@ -129,7 +116,7 @@ async def test_a_failed_write_is_logged_and_the_writer_goes_on(
                     await anyio.sleep(0.02)
                 tg.cancel_scope.cancel()
     assert touches.written == 1
-    assert _last_used(db, [token])[0] is not None
+    assert factories.last_used(db, token)[0] is not None
     assert any("recording last_used_at of 1 tokens failed" in r.getMessage()
                for r in caplog.records)
 
@@ -153,12 +140,12 @@ async def test_a_write_stopped_while_waiting_for_a_connection_is_made_by_the_las
 
             tg.start_soon(hold)
             await held.wait()
-            touches.touch(_token_id(token))
+            touches.touch(factories.token_id(token))
             await anyio.sleep(0.3)
             assert touches.pending == 0  # taken by a write that waits for the connection
             tg.cancel_scope.cancel()
     assert touches.written == 1
-    assert _last_used(db, [token])[0] is not None
+    assert factories.last_used(db, token)[0] is not None
 
 
 @pytest.mark.anyio
@@ -170,14 +157,14 @@ async def test_noted_tokens_are_capped_and_the_cap_frees_once_written(db: str) -
     async with AsyncConnectionPool(db, min_size=1, max_size=1, open=False,
                                    kwargs={"autocommit": True}) as pool:
         touches = TokenTouches(pool)
-        touches.touch(_token_id(first))
+        touches.touch(factories.token_id(first))
         for token_id in filler:
             touches.touch(token_id)
         assert touches.pending == MAX_PENDING
-        touches.touch(_token_id(late))  # beyond the cap: left for its next request
+        touches.touch(factories.token_id(late))  # beyond the cap: left for its next request
         assert touches.pending == MAX_PENDING
         assert await touches.flush() == 1  # all the noted ids in one statement
-        assert _last_used(db, [first, late])[1] is None
-        touches.touch(_token_id(late))
+        assert factories.last_used(db, first, late)[1] is None
+        touches.touch(factories.token_id(late))
         assert await touches.flush() == 1
-    assert all(_last_used(db, [first, late]))
+    assert all(factories.last_used(db, first, late))
