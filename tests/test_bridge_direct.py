@@ -39,16 +39,27 @@ class NoLog:
 
 
 class Socket:
-    """A gate's write: the frames it was given."""
+    """A gate's write: the frames it was given, or `fail` raised once the socket is gone."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: type[BaseException] | None = None) -> None:
         self.frames: list[bytes] = []
         self.fail = fail
 
     def write(self, frame: bytes) -> None:
-        if self.fail:
-            raise RuntimeError("the handler is closed")
+        if self.fail is not None:
+            raise self.fail("the handler is closed")
         self.frames.append(frame)
+
+
+def subscription(sink: Callable[[Event], bool], direct: Direct | None, *, parked: bool = True,
+                 start: int = 0, cls: type[Subscription] = Subscription) -> Subscription:
+    """A started subscription with `sink` (and `direct`), parked unless asked otherwise."""
+    sub = cls(TOPIC, None, BoundedQueue(100, 1 << 20), NoLog(), 10)
+    sub.start(start, on_cut=lambda s: None, on_release=lambda s: None)
+    sub.set_sink(sink, direct)
+    if parked:
+        assert sub.detach(lambda: None)
+    return sub
 
 
 class Subscriber:
@@ -58,18 +69,14 @@ class Subscriber:
 
     def __init__(self, *, parked: bool = True, open_gate: bool = True, direct: bool = True,
                  fail: bool = False, socket_id: str = "s1") -> None:
-        self.sub = Subscription(TOPIC, None, BoundedQueue(100, 1 << 20), NoLog(), 10)
-        self.sub.start(0, on_cut=lambda s: None, on_release=lambda s: None)
-        self.socket = Socket(fail)
+        self.socket = Socket(RuntimeError if fail else None)
         self.sunk: list[Event] = []
         gate = Gate()
         gate.write = self.socket.write
         gate.open = open_gate
         self.gate = gate
-        self.sub.set_sink(self.sink, Direct(gate, "test", self.encode, socket_id)
-                          if direct else None)
-        if parked:
-            assert self.sub.detach(lambda: None)
+        self.sub = subscription(self.sink, Direct(gate, "test", self.encode, socket_id)
+                                if direct else None, parked=parked)
 
     def sink(self, event: Event) -> bool:
         self.sunk.append(event)

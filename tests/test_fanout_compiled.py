@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from bridge import Direct, Event, Gate, Subscription, hub
-from bridge.subqueue import BoundedQueue
-from tests.test_bridge_direct import TOPIC, NoLog
+from tests.test_bridge_direct import TOPIC, Socket, subscription
 
 compiled = pytest.mark.skipif(not hub.COMPILED_FANOUT, reason="bridge._fanout not built")
 
@@ -36,17 +35,6 @@ class Closed(Exception):
 
 class Stop(BaseException):
     """Not an Exception: neither loop may swallow it."""
-
-
-class Socket:
-    def __init__(self, fail: type[BaseException] | None) -> None:
-        self.frames: list[bytes] = []
-        self.fail = fail
-
-    def write(self, frame: bytes) -> None:
-        if self.fail is not None:
-            raise self.fail("closed")
-        self.frames.append(frame)
 
 
 class OtherSubscription(Subscription):
@@ -79,8 +67,7 @@ def build(seed: int) -> tuple[World, list[Event]]:
         encoders[key] = encode
     for i in range(rng.randint(1, 12)):
         cls = OtherSubscription if rng.random() < 0.15 else Subscription
-        sub = cls(TOPIC, None, BoundedQueue(100, 1 << 20), NoLog(), 10)
-        sub.start(rng.choice([0, 0, 1, 2]), on_cut=lambda s: None, on_release=lambda s: None)
+        start = rng.choice([0, 0, 1, 2])
         sunk: list[tuple[int | None, str | None]] = []
         world.sunk.append(sunk)
 
@@ -102,10 +89,8 @@ def build(seed: int) -> tuple[World, list[Event]]:
         key = rng.choice("ab")
         direct = (Direct(gate, key, encoders[key], rng.choice(["s1", "s2", f"c{i}"]))
                   if rng.random() < 0.85 else None)
-        sub.set_sink(sink, direct)
-        if rng.random() < 0.8:
-            sub.detach(lambda: None)
-        world.subs.append(sub)
+        world.subs.append(subscription(sink, direct, parked=rng.random() < 0.8, start=start,
+                                       cls=cls))
     events = []
     for _ in range(rng.randint(1, 5)):
         seq = rng.choice([None, 1, 2, 3, 4])
@@ -142,10 +127,7 @@ def test_what_is_not_an_exception_goes_through_both() -> None:
         gate = Gate()
         gate.open = True
         gate.write = Socket(Stop).write
-        sub = Subscription(TOPIC, None, BoundedQueue(10, 1 << 20), NoLog(), 10)
-        sub.start(0, on_cut=lambda s: None, on_release=lambda s: None)
-        sub.set_sink(lambda e: True, Direct(gate, "k", lambda e: b"x", None))
-        assert sub.detach(lambda: None)
+        sub = subscription(lambda e: True, Direct(gate, "k", lambda e: b"x", None))
         with pytest.raises(Stop):
             deliver(Event(TOPIC, 1, "comment.created", None, b"{}"), (sub,))
         assert sub.last_seq == 0
@@ -161,11 +143,7 @@ def test_the_compiled_loop_keeps_no_references() -> None:
     subs = []
     for gate in gates:
         gate.open = True
-        sub = Subscription(TOPIC, None, BoundedQueue(10_000, 1 << 30), NoLog(), 10)
-        sub.start(0, on_cut=lambda s: None, on_release=lambda s: None)
-        sub.set_sink(lambda e: True, Direct(gate, key, encode, "me"))
-        assert sub.detach(lambda: None)
-        subs.append(sub)
+        subs.append(subscription(lambda e: True, Direct(gate, key, encode, "me")))
     held = tuple(subs)
     event = Event(TOPIC, None, "comment.created", "other", b"{}")
     watched = [event, held, *subs, *gates, key, encode, *(s.direct for s in subs)]
