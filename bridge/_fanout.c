@@ -219,7 +219,7 @@ static PyObject *deliver(PyObject *module, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "deliver(event, subs: tuple)");
         return NULL;
     }
-    PyObject *event = args[0], *subs = Py_NewRef(args[1]);
+    PyObject *event = args[0], *subs = args[1]; /* the caller's, alive for the call */
     Frame frames = {NULL, NULL};
     PyObject *result = NULL;
     PyObject *seq = PyObject_GetAttr(event, s_seq);
@@ -241,7 +241,6 @@ done:
     Py_XDECREF(origin);
     Py_XDECREF(frames.key);
     Py_XDECREF(frames.frame);
-    Py_DECREF(subs);
     return result;
 }
 
