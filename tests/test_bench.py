@@ -33,7 +33,7 @@ from bench.dialects import (
 )
 from bench.harness import Run
 from bench.profiles import QUICK, override
-from bench.scenarios import fanout
+from bench.scenarios import fanout, writes
 from bench.wsframes import (
     OP_CLOSE,
     OP_PING,
@@ -352,6 +352,52 @@ def test_sql_writer_lanes_warm_up_before_the_clock_starts(db: str) -> None:
     # Every lane's warm-up committed before the first measured event was stamped.
     assert last_warm_up is not None
     assert last_warm_up[0].timestamp() * 1e9 < min(stamp for _, stamp in result["stamps"])
+
+
+def test_each_write_mode_does_what_its_ratio_stands_for(db: str) -> None:
+    """The writes scenario's modes, on a real database: courtside's triggers log and notify
+    the rendered comment; `none` does neither; `minimum` takes the same counter, appends a
+    log row and notifies; `naive` only notifies. And the scenario leaves courtside's on."""
+    bench_db = BenchDB(db, db, "", None, None)
+    session = make_sessions(bench_db, 1, 1)[0]
+    topic = f"session:{session.id}"
+    channels = ("courtside", "bench_minimum", "bench_naive")
+    seen: dict[str, tuple[list[int], dict[str, int]]] = {}
+    with psycopg.connect(db, autocommit=True) as listener, \
+            psycopg.connect(db, autocommit=True) as writer:
+        for channel in channels:
+            listener.execute(f"LISTEN {channel}")
+        for mode in ("triggers", "none", "minimum", "naive", "triggers"):
+            writes.set_mode(bench_db, mode)
+            before = writer.execute("SELECT count(*) FROM realtime.events WHERE topic = %s",
+                                    (topic,)).fetchone()
+            for i in range(2):
+                writer.execute("INSERT INTO sport_session_comments"
+                               " (sport_session_id, user_id, content) VALUES (%s, %s, %s)",
+                               (session.id, session.users[0], f"{mode} {i}"))
+            logged = writer.execute(
+                "SELECT seq, payload -> 'comment' ->> 'content' FROM realtime.events"
+                " WHERE topic = %s ORDER BY seq OFFSET %s", (topic, before[0] if before else 0)
+            ).fetchall()
+            assert [content for _, content in logged] in ([], [f"{mode} 0", f"{mode} 1"])
+            heard = {c: 0 for c in channels}
+            for note in listener.notifies(timeout=1.0):
+                heard[note.channel] += 1
+            seen[f"{mode}#{len(seen)}"] = ([seq for seq, _ in logged], heard)
+        state = writer.execute("SELECT last_seq FROM realtime.streams WHERE topic = %s",
+                               (topic,)).fetchone()
+        baselines = writer.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'bench_baseline'"
+                                   ).fetchone()
+    quiet = {c: 0 for c in channels}
+    assert seen == {
+        "triggers#0": ([1, 2], {**quiet, "courtside": 2}),
+        "none#1": ([], quiet),
+        "minimum#2": ([3, 4], {**quiet, "bench_minimum": 2}),  # the same counter, gapless
+        "naive#3": ([], {**quiet, "bench_naive": 2}),
+        "triggers#4": ([5, 6], {**quiet, "courtside": 2}),
+    }
+    assert state == (6,)
+    assert baselines == (0,)
 
 
 # -- a real quick run --------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Scenario `writes`: comment inserts/s with courtside's triggers against the same inserts
-without them (and, in full mode, against a naive row trigger that NOTIFYs the row), with
-1 / 4 / 8 concurrent writers, measured by pgbench.
+without them, with 1 / 4 / 8 concurrent writers, measured by pgbench. Two trigger-only
+baselines beside them: `minimum`, the least any trigger keeping DESIGN §4 does (counter row,
+log row, NOTIFY: what bounds courtside's ratio), and, in full mode, `naive`, a row trigger
+that NOTIFYs the row and keeps nothing.
 
 Writers spread over 100 sessions, as independent users would: they never wait on each
 other's topic lock, only on what PostgreSQL serializes for every NOTIFYing transaction —
@@ -32,18 +34,8 @@ _SCRIPT = """\\set n random(1, {targets})
 INSERT INTO sport_session_comments (sport_session_id, user_id, content)
 SELECT session_id, user_id, 'bench write ' || :n FROM bench_write_targets WHERE n = :n;
 """
-_NAIVE = """
-CREATE OR REPLACE FUNCTION public.bench_naive_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('bench_naive', json_build_object(
-        'session', NEW.sport_session_id, 'comment', row_to_json(NEW))::text);
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER bench_naive_notify AFTER INSERT ON public.sport_session_comments
-    FOR EACH ROW EXECUTE FUNCTION public.bench_naive_notify();
-"""
+# Trigger-only baselines, each a trigger named bench_baseline (see the files).
+_BASELINES = {"naive": "writes_naive.sql", "minimum": "writes_minimum.sql"}
 _TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")
 
 
@@ -141,23 +133,23 @@ def _pgbench(db: BenchDB) -> Path | None:
     return Path(found) if found else None
 
 
-def _set_mode(db: BenchDB, mode: str) -> None:
+def set_mode(db: BenchDB, mode: str) -> None:
     with psycopg.connect(db.dsn, autocommit=True) as conn:
-        conn.execute("DROP TRIGGER IF EXISTS bench_naive_notify ON sport_session_comments")
+        conn.execute("DROP TRIGGER IF EXISTS bench_baseline ON sport_session_comments")
         if mode == "triggers":
             conn.execute("ALTER TABLE sport_session_comments ENABLE TRIGGER USER")
         else:
             # USER: every trigger but the internal foreign-key ones.
             conn.execute("ALTER TABLE sport_session_comments DISABLE TRIGGER USER")
-            if mode == "naive":
-                conn.execute(_NAIVE)
+            if mode in _BASELINES:
+                conn.execute((Path(__file__).parent / _BASELINES[mode]).read_bytes())
         conn.execute("CHECKPOINT")
 
 
 def _measure(db: BenchDB, pgbench: Path | None, script: Path, mode: str, clients: int,
              seconds: float, commit: str) -> float:
     try:
-        _set_mode(db, mode)
+        set_mode(db, mode)
         if pgbench is None:
             return _python_writers(db, clients, seconds, commit)
         env = {**os.environ, "PGOPTIONS": f"-c synchronous_commit={commit}"}
@@ -172,7 +164,7 @@ def _measure(db: BenchDB, pgbench: Path | None, script: Path, mode: str, clients
                              f"{(result.stderr or result.stdout)[-500:]}")
         return float(match.group(1))
     finally:
-        _set_mode(db, "triggers")
+        set_mode(db, "triggers")
 
 
 def _python_writers(db: BenchDB, clients: int, seconds: float, commit: str) -> float:
