@@ -6,21 +6,24 @@
 --
 -- How a transaction flows through it:
 --   1. Row triggers on the comment and mention tables record each comment the transaction
---      touches, once, with whether its first touch inserted it. The first comment goes in a
---      transaction-local setting (courtside.pending), which savepoint rollbacks undo like any
---      write; further comments, and TRUNCATE's, spill to the unlogged realtime.pending_comments.
---      They read nothing and lock nothing, so they add no lock-order hazard to the
---      application's own writes.
+--      touches, once, with whether its first touch inserted it, and if not, how it stood
+--      then. The first comment goes in transaction-local settings (courtside.pending,
+--      courtside.before), which savepoint rollbacks undo like any write; further comments,
+--      and TRUNCATE's, spill to the unlogged realtime.pending_comments. They lock nothing
+--      (at most they read the comment a mention belongs to), so they add no lock-order
+--      hazard to the application's own writes.
 --   2. Deferred constraint triggers (on both tables, and on pending_comments for what only
 --      reaches it) fire at commit. The first firing flushes everything; later ones find the
 --      setting empty and return at once.
 --   3. The flush. A comment this transaction inserted (the common case) is still invisible
 --      to every other transaction, so what it says cannot change under us: one statement
 --      takes its topic counters (row locks held to commit: seq order is commit order),
---      appends its events, records its state and notifies. Anything else takes the topic
---      locks of every touched comment in one global order first, then, in later statements,
---      reads each comment as it finally stands and what subscribers were last told of it
---      (realtime.comment_state), and emits at most one event per comment.
+--      appends its events and notifies (with mentions, it records their state too). Anything
+--      else takes the topic locks of every touched comment in one global order first, then,
+--      in later statements, reads each comment as it finally stands and what subscribers
+--      were last told of it (realtime.comment_state; without a row there, the comment as it
+--      stood before this transaction, kept by step 1), and emits at most one event per
+--      comment.
 
 -- Laravel's JSON timestamp format: 2025-01-20T10:30:00.000000Z
 CREATE OR REPLACE FUNCTION realtime.ts_v1(ts timestamptz) RETURNS text
@@ -137,29 +140,51 @@ LANGUAGE sql AS $$
     SELECT pg_notify('courtside', jsonb_build_object('k', 'c', 'e', p_type, 'd', p_payload)::text)
 $$;
 
--- Record that this transaction touched a comment (first touch only). courtside.pending is
--- '' (nothing), '+<id>' or '-<id>' (one comment; '+': its first touch inserted it; '+<id>m':
--- and mention rows of it were written), with a trailing '*' once rows were spilled to
--- realtime.pending_comments.
-CREATE OR REPLACE FUNCTION realtime.stage_comment_v1(p_comment_id uuid, p_inserted boolean)
+-- Record that this transaction touched a comment (first touch only) and, unless that touch
+-- inserted it, the comment as it stood before (p_before, else read here: a mention's first
+-- touch leaves the comment row as it was). The flush compares with that when subscribers
+-- were last told of the comment by its creation, which keeps no realtime.comment_state row.
+-- courtside.pending is '' (nothing), '+<id>' or '-<id>' (one comment; '+': its first touch
+-- inserted it; '+<id>m': and mention rows of it were written), with a trailing '*' once rows
+-- were spilled to realtime.pending_comments; courtside.before is the '-' comment's before.
+-- A before first read as missing (a mention removed by the comment's own cascade delete,
+-- which runs first) is filled in by the comment's row trigger that follows.
+CREATE OR REPLACE FUNCTION realtime.stage_comment_v2(
+    p_comment_id uuid, p_inserted boolean, p_before jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v text := coalesce(current_setting('courtside.pending', true), '');
+    ignored text;
 BEGIN
     IF v = '' THEN
         v := set_config('courtside.pending',
                         CASE WHEN p_inserted THEN '+' ELSE '-' END || p_comment_id, true);
+        IF NOT p_inserted THEN
+            ignored := set_config('courtside.before', coalesce(
+                p_before,
+                (SELECT to_jsonb(c) FROM public.sport_session_comments c
+                 WHERE c.id = p_comment_id))::text, true);
+        END IF;
     ELSIF substr(v, 2, 36) IS DISTINCT FROM p_comment_id::text THEN
-        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
-        VALUES (pg_current_xact_id(), p_comment_id, p_inserted)
-        ON CONFLICT DO NOTHING;
+        INSERT INTO realtime.pending_comments AS pc (xid, comment_id, inserted, before)
+        SELECT pg_current_xact_id(), p_comment_id, p_inserted,
+               CASE WHEN NOT p_inserted THEN coalesce(
+                   p_before,
+                   (SELECT to_jsonb(c) FROM public.sport_session_comments c
+                    WHERE c.id = p_comment_id)) END
+        ON CONFLICT (xid, comment_id) DO UPDATE SET before = excluded.before
+            WHERE pc.before IS NULL AND NOT pc.inserted AND excluded.before IS NOT NULL;
         IF right(v, 1) <> '*' THEN
             v := set_config('courtside.pending', v || '*', true);
         END IF;
+    ELSIF left(v, 1) = '-' AND p_before IS NOT NULL
+            AND coalesce(current_setting('courtside.before', true), '') = '' THEN
+        ignored := set_config('courtside.before', p_before::text, true);
     END IF;
 END
 $$;
+DROP FUNCTION IF EXISTS realtime.stage_comment_v1(uuid, boolean);
 
 -- The common cases (a comment inserted, or its mentions written, alone in its transaction)
 -- stay in this function: one call and one setting per row.
@@ -172,13 +197,13 @@ BEGIN
         IF coalesce(current_setting('courtside.pending', true), '') = '' THEN
             v := set_config('courtside.pending', '+' || NEW.id, true);
         ELSE
-            PERFORM realtime.stage_comment_v1(NEW.id, true);
+            PERFORM realtime.stage_comment_v2(NEW.id, true);
         END IF;
         RETURN NULL;
     END IF;
-    PERFORM realtime.stage_comment_v1(OLD.id, false);
+    PERFORM realtime.stage_comment_v2(OLD.id, false, to_jsonb(OLD));
     IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
-        PERFORM realtime.stage_comment_v1(NEW.id, true);
+        PERFORM realtime.stage_comment_v2(NEW.id, true);
     END IF;
     RETURN NULL;
 END
@@ -195,11 +220,11 @@ BEGIN
             -- The comment this transaction inserted now has mentions.
             v := set_config('courtside.pending', v || 'm', true);
         ELSIF substr(v, 2, 36) IS DISTINCT FROM NEW.comment_id::text THEN
-            PERFORM realtime.stage_comment_v1(NEW.comment_id, false);
+            PERFORM realtime.stage_comment_v2(NEW.comment_id, false);
         END IF;
     END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        PERFORM realtime.stage_comment_v1(OLD.comment_id, false);
+        PERFORM realtime.stage_comment_v2(OLD.comment_id, false);
     END IF;
     RETURN NULL;
 END
@@ -213,13 +238,15 @@ DECLARE
     v text := coalesce(current_setting('courtside.pending', true), '');
 BEGIN
     IF TG_TABLE_NAME = 'sport_session_comments' THEN
-        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
-        SELECT pg_current_xact_id(), c.id, false FROM public.sport_session_comments c
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted, before)
+        SELECT pg_current_xact_id(), c.id, false, to_jsonb(c)
+        FROM public.sport_session_comments c
         ON CONFLICT DO NOTHING;
     ELSE
-        INSERT INTO realtime.pending_comments (xid, comment_id, inserted)
-        SELECT DISTINCT pg_current_xact_id(), m.comment_id, false
-        FROM public.sport_session_comment_mentions m
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted, before)
+        SELECT pg_current_xact_id(), c.id, false, to_jsonb(c)
+        FROM public.sport_session_comments c
+        WHERE c.id IN (SELECT m.comment_id FROM public.sport_session_comment_mentions m)
         ON CONFLICT DO NOTHING;
     END IF;
     IF right(v, 1) IS DISTINCT FROM '*' THEN
@@ -242,11 +269,14 @@ DECLARE
     v_xid xid8;
     v_ids uuid[];
     v_inserted boolean[];
+    v_befores jsonb[];
     v_topics text[];
     i int;
     n bigint;
     cur public.sport_session_comments;
     st realtime.comment_state;
+    bef public.sport_session_comments;
+    told_digest uuid;
     cur_mentions uuid[];
     known_mentions uuid[];
     notify_mentions uuid[];
@@ -271,7 +301,8 @@ BEGIN
     -- change it, so it is read in the very statement that takes its topic counters (row
     -- locks held to commit, in topic order: session: before user:). Without a mention row
     -- written in this transaction it has none, and the statement is leaner still: it
-    -- renders the comment itself, with its author joined and no mentions.
+    -- renders the comment itself, with its author joined and no mentions, and records no
+    -- state.
     IF v_pending = '+' || substr(v_pending, 2, 36) THEN
         WITH c AS (
             SELECT c.id, 'session:' || c.sport_session_id AS topic,
@@ -290,13 +321,9 @@ BEGIN
                    v_origin
             FROM c CROSS JOIN s
             RETURNING topic, seq, jsonb_build_object('k', 'e', 't', topic, 's', seq,
-                'e', type, 'o', origin, 'd', payload)::text AS msg),
-        st AS (
-            INSERT INTO realtime.comment_state AS cs (comment_id, topic, visible, digest, mentions)
-            SELECT c.id, c.topic, true, md5(c.j::text)::uuid, '{}' FROM c
-            ON CONFLICT (comment_id) DO UPDATE
-                SET topic = excluded.topic, visible = true, digest = excluded.digest,
-                    mentions = excluded.mentions)
+                'e', type, 'o', origin, 'd', payload)::text AS msg)
+        -- No realtime.comment_state row: until the comment is next touched, what subscribers
+        -- were told of it is the comment itself, which that transaction keeps (stage_comment_v2).
         -- The whole event when it fits, else only its address, which the bridge reads from
         -- the log: NOTIFY refuses 8000 bytes or more, and a payload must never make a
         -- write fail.
@@ -362,17 +389,22 @@ BEGIN
     IF v_spilled THEN
         v_xid := pg_current_xact_id();
     END IF;
-    SELECT array_agg(t.comment_id ORDER BY t.ord), array_agg(t.inserted ORDER BY t.ord)
-    INTO v_ids, v_inserted
+    SELECT array_agg(t.comment_id ORDER BY t.ord), array_agg(t.inserted ORDER BY t.ord),
+           array_agg(t.before ORDER BY t.ord)
+    INTO v_ids, v_inserted, v_befores
     FROM (
-        SELECT DISTINCT ON (x.comment_id) x.comment_id, x.inserted, x.ord
+        SELECT DISTINCT ON (x.comment_id) x.comment_id, x.inserted, x.before, x.ord
         FROM (
             SELECT CASE WHEN left(v_pending, 1) IN ('+', '-')
                         THEN substr(v_pending, 2, 36)::uuid END AS comment_id,
-                   left(v_pending, 1) = '+' AS inserted, 0::bigint AS ord
+                   left(v_pending, 1) = '+' AS inserted,
+                   CASE WHEN left(v_pending, 1) = '-'
+                        THEN nullif(current_setting('courtside.before', true), '')::jsonb
+                        END AS before,
+                   0::bigint AS ord
             WHERE left(v_pending, 1) IN ('+', '-')
             UNION ALL
-            SELECT pc.comment_id, pc.inserted, pc.ord
+            SELECT pc.comment_id, pc.inserted, pc.before, pc.ord
             FROM realtime.pending_comments pc
             WHERE v_spilled AND pc.xid = v_xid
         ) AS x
@@ -385,13 +417,16 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- Every session topic these comments were last reported in or now belong to, locked
-    -- before anything is read for a payload (DESIGN §4.4).
+    -- Every session topic these comments were last reported in (their state, else where
+    -- they stood before this transaction) or now belong to, locked before anything is read
+    -- for a payload (DESIGN §4.4).
     -- LATERAL keeps this to index lookups per touched comment, however large the tables.
     SELECT array_agg(DISTINCT x.t) INTO v_topics
-    FROM unnest(v_ids) AS p(comment_id)
+    FROM unnest(v_ids, v_befores) AS p(comment_id, before)
     CROSS JOIN LATERAL (
         SELECT s.topic FROM realtime.comment_state s WHERE s.comment_id = p.comment_id
+        UNION ALL
+        SELECT 'session:' || (p.before ->> 'sport_session_id') WHERE p.before IS NOT NULL
         UNION ALL
         SELECT 'session:' || c.sport_session_id
         FROM public.sport_session_comments c WHERE c.id = p.comment_id
@@ -413,11 +448,25 @@ BEGIN
             was_visible := st.visible;
             old_topic := st.topic;
             known_mentions := st.mentions;
+            told_digest := st.digest;
+        ELSIF NOT v_inserted[i] AND v_befores[i] IS NOT NULL THEN
+            -- Reported by its creation alone, and untouched since: subscribers were told the
+            -- comment as it stood before this transaction, without mentions. (Comments from
+            -- before that rule have a state row: migration 0006.)
+            bef := jsonb_populate_record(NULL::public.sport_session_comments, v_befores[i]);
+            was_visible := bef.deleted_at IS NULL;
+            old_topic := 'session:' || bef.sport_session_id;
+            known_mentions := '{}';
+            told_digest := md5(realtime.comment_json_of_v1(
+                bef, (SELECT u FROM public.users u WHERE u.id = bef.user_id), '[]'::jsonb
+            )::text)::uuid;
         ELSE
-            -- Never reported: new, or older than courtside. The latter counts as known.
+            -- Never reported: new, or written while courtside's triggers were off. The
+            -- latter counts as known.
             was_visible := NOT v_inserted[i] AND cur.id IS NOT NULL;
             old_topic := new_topic;
             known_mentions := NULL;
+            told_digest := NULL;
         END IF;
         IF old_topic IS DISTINCT FROM new_topic AND NOT old_topic = ANY (v_topics) THEN
             -- Moved by a transaction that committed while we waited: rare; lock it now.
@@ -456,7 +505,7 @@ BEGIN
         IF is_visible AND (NOT was_visible OR old_topic IS DISTINCT FROM new_topic) THEN
             PERFORM realtime.emit_v1(new_topic, 'comment.created',
                                      jsonb_build_object('comment', rendered), v_origin);
-        ELSIF is_visible AND digest IS DISTINCT FROM st.digest THEN
+        ELSIF is_visible AND digest IS DISTINCT FROM told_digest THEN
             PERFORM realtime.emit_v1(new_topic, 'comment.updated',
                                      jsonb_build_object('comment', rendered), v_origin);
         END IF;

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from courtside.migrate import migration_files
 from tests import factories
 from tests.factories import World
 
@@ -366,6 +367,69 @@ def test_moving_a_comment_to_another_session(conn: Conn, world: World, db: str) 
                  (other.session_id, cid))
     assert [e[1] for e in events(conn, world.topic)] == ["comment.created", "comment.deleted"]
     assert [e[1] for e in events(conn, other.topic)] == ["comment.created"]
+
+
+def test_first_touches_after_creation_compare_with_the_comment_as_it_stood(
+    conn: Conn, world: World, db: str
+) -> None:
+    """A comment reported by its creation alone keeps no state row: its next transaction
+    compares it with how it stood before, as kept at its first touch — for the
+    transaction's first comment (in a setting) and for the further ones (spilled)."""
+    other = factories.world(db)
+    noop, edited, moved, mentioned, gone = (add_comment(conn, world, f"c{i}") for i in range(5))
+    with conn.transaction():
+        conn.execute("UPDATE sport_session_comments SET content = content WHERE id = %s",
+                     (noop,))
+        conn.execute("UPDATE sport_session_comments SET content = 'edited' WHERE id = %s",
+                     (edited,))
+        conn.execute("UPDATE sport_session_comments SET sport_session_id = %s WHERE id = %s",
+                     (other.session_id, moved))
+        mention(conn, mentioned, world.participants[1])
+        conn.execute("DELETE FROM sport_session_comments WHERE id = %s", (gone,))
+    told = [(typ, payload.get("commentId") or payload["comment"]["id"])
+            for _, typ, payload, _ in events(conn, world.topic, after=5)]
+    assert sorted(told) == sorted([
+        ("comment.updated", str(edited)), ("comment.deleted", str(moved)),
+        ("comment.updated", str(mentioned)), ("comment.deleted", str(gone))])
+    assert [e[1] for e in events(conn, other.topic)] == ["comment.created"]
+    assert [e[1] for e in events(conn, f"user:{world.participants[1]}")] == ["mention.created"]
+    # Each now has a state row, and the next no-op changes nothing either.
+    with conn.transaction():
+        for cid in (noop, edited, moved, mentioned):
+            conn.execute("UPDATE sport_session_comments SET content = content WHERE id = %s",
+                         (cid,))
+    assert len(events(conn, world.topic)) == 9
+    assert len(events(conn, other.topic)) == 1
+
+
+def test_comments_from_before_courtside_are_adopted_as_known(conn: Conn, world: World) -> None:
+    """Comments written while courtside's triggers were off (as before it was installed),
+    then migration 0006: each gets a state row. Its present mentions count as told, so its
+    next change tells no one of an old mention; a soft-deleted one counts as hidden; a hard
+    delete is reported where it was."""
+    old_mention = world.participants[1]
+    conn.execute("ALTER TABLE sport_session_comments DISABLE TRIGGER USER")
+    conn.execute("ALTER TABLE sport_session_comment_mentions DISABLE TRIGGER USER")
+    try:
+        old = add_comment(conn, world, "old")
+        mention(conn, old, old_mention)
+        hidden = add_comment(conn, world, "hidden")
+        conn.execute("UPDATE sport_session_comments SET deleted_at = now() WHERE id = %s",
+                     (hidden,))
+        gone = add_comment(conn, world, "gone")
+    finally:
+        conn.execute("ALTER TABLE sport_session_comments ENABLE TRIGGER USER")
+        conn.execute("ALTER TABLE sport_session_comment_mentions ENABLE TRIGGER USER")
+    [adopt] = [f for f in migration_files() if f.name == "0006_stateless_created.sql"]
+    conn.execute(adopt.sql.encode())
+    conn.execute("UPDATE sport_session_comments SET content = 'edited' WHERE id = %s", (old,))
+    conn.execute("UPDATE sport_session_comments SET content = 'still hidden' WHERE id = %s",
+                 (hidden,))
+    conn.execute("DELETE FROM sport_session_comments WHERE id = %s", (gone,))
+    evs = events(conn, world.topic)
+    assert [(e[1], e[2].get("commentId") or e[2]["comment"]["id"]) for e in evs] == [
+        ("comment.updated", str(old)), ("comment.deleted", str(gone))]
+    assert events(conn, f"user:{old_mention}") == []
 
 
 def test_deleting_the_session_reports_its_comments_deleted(conn: Conn, world: World) -> None:
