@@ -147,8 +147,6 @@ $$;
 -- courtside.pending is '' (nothing), '+<id>' or '-<id>' (one comment; '+': its first touch
 -- inserted it; '+<id>m': and mention rows of it were written), with a trailing '*' once rows
 -- were spilled to realtime.pending_comments; courtside.before is the '-' comment's before.
--- A before first read as missing (a mention removed by the comment's own cascade delete,
--- which runs first) is filled in by the comment's row trigger that follows.
 CREATE OR REPLACE FUNCTION realtime.stage_comment_v2(
     p_comment_id uuid, p_inserted boolean, p_before jsonb DEFAULT NULL)
 RETURNS void
@@ -167,20 +165,16 @@ BEGIN
                  WHERE c.id = p_comment_id))::text, true);
         END IF;
     ELSIF substr(v, 2, 36) IS DISTINCT FROM p_comment_id::text THEN
-        INSERT INTO realtime.pending_comments AS pc (xid, comment_id, inserted, before)
+        INSERT INTO realtime.pending_comments (xid, comment_id, inserted, before)
         SELECT pg_current_xact_id(), p_comment_id, p_inserted,
                CASE WHEN NOT p_inserted THEN coalesce(
                    p_before,
                    (SELECT to_jsonb(c) FROM public.sport_session_comments c
                     WHERE c.id = p_comment_id)) END
-        ON CONFLICT (xid, comment_id) DO UPDATE SET before = excluded.before
-            WHERE pc.before IS NULL AND NOT pc.inserted AND excluded.before IS NOT NULL;
+        ON CONFLICT DO NOTHING;
         IF right(v, 1) <> '*' THEN
             v := set_config('courtside.pending', v || '*', true);
         END IF;
-    ELSIF left(v, 1) = '-' AND p_before IS NOT NULL
-            AND coalesce(current_setting('courtside.before', true), '') = '' THEN
-        ignored := set_config('courtside.before', p_before::text, true);
     END IF;
 END
 $$;
