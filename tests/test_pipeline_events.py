@@ -432,6 +432,29 @@ def test_comments_from_before_courtside_are_adopted_as_known(conn: Conn, world: 
     assert events(conn, f"user:{old_mention}") == []
 
 
+def test_a_comment_written_with_the_triggers_off_counts_as_reported_by_its_creation(
+    conn: Conn, world: World
+) -> None:
+    """Written while courtside's triggers were off (a restore, say), with mentions and no
+    state row: deleting it later — its mentions removed first by the cascade — reports it
+    deleted where it stood, alone or beside others in one statement."""
+    conn.execute("ALTER TABLE sport_session_comments DISABLE TRIGGER USER")
+    conn.execute("ALTER TABLE sport_session_comment_mentions DISABLE TRIGGER USER")
+    try:
+        ids = [add_comment(conn, world, f"restored {i}") for i in range(3)]
+        for cid in ids:
+            mention(conn, cid, world.participants[1])
+    finally:
+        conn.execute("ALTER TABLE sport_session_comments ENABLE TRIGGER USER")
+        conn.execute("ALTER TABLE sport_session_comment_mentions ENABLE TRIGGER USER")
+    conn.execute("DELETE FROM sport_session_comments WHERE id = %s", (ids[0],))
+    conn.execute("DELETE FROM sport_session_comments WHERE id = ANY (%s)", (ids[1:],))
+    evs = events(conn, world.topic)
+    assert [e[1] for e in evs] == ["comment.deleted"] * 3
+    assert [e[2]["commentId"] for e in evs[:1]] == [str(ids[0])]
+    assert {e[2]["commentId"] for e in evs[1:]} == {str(i) for i in ids[1:]}
+
+
 def test_deleting_the_session_reports_its_comments_deleted(conn: Conn, world: World) -> None:
     cid = add_comment(conn, world)
     conn.execute("DELETE FROM sport_sessions WHERE id = %s", (world.session_id,))
