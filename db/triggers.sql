@@ -153,24 +153,24 @@ RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v text := coalesce(current_setting('courtside.pending', true), '');
-    ignored text;
+    v_before jsonb := p_before;
 BEGIN
+    IF substr(v, 2, 36) = p_comment_id::text THEN
+        RETURN;  -- the setting's comment: its first touch is recorded
+    END IF;
+    IF NOT p_inserted AND v_before IS NULL THEN
+        SELECT to_jsonb(c) INTO v_before
+        FROM public.sport_session_comments c WHERE c.id = p_comment_id;
+    END IF;
     IF v = '' THEN
         v := set_config('courtside.pending',
                         CASE WHEN p_inserted THEN '+' ELSE '-' END || p_comment_id, true);
         IF NOT p_inserted THEN
-            ignored := set_config('courtside.before', coalesce(
-                p_before,
-                (SELECT to_jsonb(c) FROM public.sport_session_comments c
-                 WHERE c.id = p_comment_id))::text, true);
+            v := set_config('courtside.before', v_before::text, true);
         END IF;
-    ELSIF substr(v, 2, 36) IS DISTINCT FROM p_comment_id::text THEN
+    ELSE
         INSERT INTO realtime.pending_comments (xid, comment_id, inserted, before)
-        SELECT pg_current_xact_id(), p_comment_id, p_inserted,
-               CASE WHEN NOT p_inserted THEN coalesce(
-                   p_before,
-                   (SELECT to_jsonb(c) FROM public.sport_session_comments c
-                    WHERE c.id = p_comment_id)) END
+        VALUES (pg_current_xact_id(), p_comment_id, p_inserted, v_before)
         ON CONFLICT DO NOTHING;
         IF right(v, 1) <> '*' THEN
             v := set_config('courtside.pending', v || '*', true);
