@@ -7,6 +7,8 @@ psql) gets from the triggers alone.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -64,6 +66,19 @@ def rendered(conn: Conn, comment_id: uuid.UUID) -> dict[str, Any]:
     assert row is not None
     result: dict[str, Any] = row[0]
     return result
+
+
+@contextmanager
+def triggers_off(conn: Conn) -> Iterator[None]:
+    """Writes made inside skip courtside's triggers, as before it was installed."""
+    tables = ("sport_session_comments", "sport_session_comment_mentions")
+    for table in tables:
+        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+    try:
+        yield
+    finally:
+        for table in tables:
+            conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 @pytest.fixture
@@ -408,18 +423,13 @@ def test_comments_from_before_courtside_are_adopted_as_known(conn: Conn, world: 
     next change tells no one of an old mention; a soft-deleted one counts as hidden; a hard
     delete is reported where it was."""
     old_mention = world.participants[1]
-    conn.execute("ALTER TABLE sport_session_comments DISABLE TRIGGER USER")
-    conn.execute("ALTER TABLE sport_session_comment_mentions DISABLE TRIGGER USER")
-    try:
+    with triggers_off(conn):
         old = add_comment(conn, world, "old")
         mention(conn, old, old_mention)
         hidden = add_comment(conn, world, "hidden")
         conn.execute("UPDATE sport_session_comments SET deleted_at = now() WHERE id = %s",
                      (hidden,))
         gone = add_comment(conn, world, "gone")
-    finally:
-        conn.execute("ALTER TABLE sport_session_comments ENABLE TRIGGER USER")
-        conn.execute("ALTER TABLE sport_session_comment_mentions ENABLE TRIGGER USER")
     [adopt] = [f for f in migration_files() if f.name == "0006_stateless_created.sql"]
     conn.execute(adopt.sql.encode())
     conn.execute("UPDATE sport_session_comments SET content = 'edited' WHERE id = %s", (old,))
@@ -436,17 +446,12 @@ def test_a_comment_written_with_the_triggers_off_counts_as_reported_by_its_creat
     conn: Conn, world: World
 ) -> None:
     """Written while courtside's triggers were off (a restore, say), with mentions and no
-    state row: deleting it later — its mentions removed first by the cascade — reports it
+    state row: deleting it later (the cascade removing its mentions too) reports it
     deleted where it stood, alone or beside others in one statement."""
-    conn.execute("ALTER TABLE sport_session_comments DISABLE TRIGGER USER")
-    conn.execute("ALTER TABLE sport_session_comment_mentions DISABLE TRIGGER USER")
-    try:
+    with triggers_off(conn):
         ids = [add_comment(conn, world, f"restored {i}") for i in range(3)]
         for cid in ids:
             mention(conn, cid, world.participants[1])
-    finally:
-        conn.execute("ALTER TABLE sport_session_comments ENABLE TRIGGER USER")
-        conn.execute("ALTER TABLE sport_session_comment_mentions ENABLE TRIGGER USER")
     conn.execute("DELETE FROM sport_session_comments WHERE id = %s", (ids[0],))
     conn.execute("DELETE FROM sport_session_comments WHERE id = ANY (%s)", (ids[1:],))
     evs = events(conn, world.topic)
