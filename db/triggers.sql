@@ -304,10 +304,12 @@ BEGIN
             FROM public.sport_session_comments c
             LEFT JOIN public.users u ON u.id = c.user_id
             WHERE c.id = substr(v_pending, 2)::uuid AND c.deleted_at IS NULL),
+        -- A plain UPDATE, not an upsert: INSERT ... ON CONFLICT DO UPDATE locks the row
+        -- and then updates it, two WAL records where one does. A session's first comment
+        -- finds no counter and leaves this statement empty; the general path creates it.
         s AS (
-            INSERT INTO realtime.streams AS s (topic, last_seq)
-            SELECT c.topic, 1 FROM c
-            ON CONFLICT (topic) DO UPDATE SET last_seq = s.last_seq + 1
+            UPDATE realtime.streams AS s SET last_seq = s.last_seq + 1
+            FROM c WHERE s.topic = c.topic
             RETURNING s.last_seq),
         e AS (
             INSERT INTO realtime.events (topic, seq, type, payload, origin)
@@ -328,6 +330,7 @@ BEGIN
         IF n > 0 THEN
             RETURN NULL;
         END IF;
+        -- Gone, hidden, or its session's first comment: the general path.
     ELSIF v_pending = '+' || substr(v_pending, 2, 36) || 'm' THEN
         WITH r AS MATERIALIZED (  -- rendered once, however often it is referred to
             SELECT c.id, c.sport_session_id, realtime.comment_json_v1(c) AS j

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -124,6 +125,28 @@ def test_comment_and_three_mentions_in_one_transaction_give_one_event(
         assert (seq, typ) == (1, "mention.created")
         assert payload["sessionId"] == str(world.session_id)
         assert payload["comment"]["id"] == str(cid)
+
+
+def test_a_sessions_first_comments_committed_at_once_create_its_counter(
+        db: str, conn: Conn, world: World) -> None:
+    """A session's first comment finds no counter row to take; two of them committing at
+    once both get their event, seqs 1 and 2, and the next comment counts on from there."""
+    assert last_seq(conn, world.topic) == 0
+    writers = [psycopg.connect(db) for _ in range(2)]
+    try:
+        firsts = [add_comment(w, world, f"first {i}") for i, w in enumerate(writers)]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: w.commit(), writers))
+    finally:
+        for w in writers:
+            w.close()
+    third = add_comment(conn, world, "third")
+    got = events(conn, world.topic)
+    assert [(seq, typ) for seq, typ, _, _ in got] == [
+        (1, "comment.created"), (2, "comment.created"), (3, "comment.created")]
+    assert {got[0][2]["comment"]["id"], got[1][2]["comment"]["id"]} == {str(c) for c in firsts}
+    assert got[2][2]["comment"] == rendered(conn, third)
+    assert last_seq(conn, world.topic) == 3
 
 
 def test_a_new_comment_written_again_in_its_transaction_gives_one_created(
