@@ -6,6 +6,7 @@ psql) gets from the triggers alone.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -129,14 +130,28 @@ def test_comment_and_three_mentions_in_one_transaction_give_one_event(
 
 def test_a_sessions_first_comments_committed_at_once_create_its_counter(
         db: str, conn: Conn, world: World) -> None:
-    """A session's first comment finds no counter row to take; two of them committing at
-    once both get their event, seqs 1 and 2, and the next comment counts on from there."""
+    """A session's first comment finds no counter row to take. Two of them commit at once
+    (both held at commit, on a third transaction's uncommitted counter row, until it rolls
+    back): both get their event, seqs 1 and 2, and the next comment counts on from there."""
     assert last_seq(conn, world.topic) == 0
     writers = [psycopg.connect(db) for _ in range(2)]
     try:
         firsts = [add_comment(w, world, f"first {i}") for i, w in enumerate(writers)]
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: w.commit(), writers))
+        # The blocker closes first, so a failure here cannot leave the commits waiting.
+        with ThreadPoolExecutor(2) as pool, psycopg.connect(db) as blocker:
+            blocker.execute("INSERT INTO realtime.streams (topic) VALUES (%s)", (world.topic,))
+            commits = [pool.submit(w.commit) for w in writers]
+            pids = [w.info.backend_pid for w in writers]
+            deadline = time.monotonic() + 10
+            while conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+                    (pids,)).fetchone() != (2,):
+                assert time.monotonic() < deadline, "the two commits never waited together"
+                time.sleep(0.01)
+            blocker.rollback()
+            for done in commits:
+                done.result(timeout=10)
     finally:
         for w in writers:
             w.close()
