@@ -451,7 +451,7 @@ class PusherConnection(RealtimeSocket[int, _Channel, Action]):
                     else:
                         watcher = _PublicWatch(self, channel)
                         hub.watch_topic(watcher, topic)
-                        await realtime_auth.check_session(self.rt.pool, ANONYMOUS.user_id,
+                        await realtime_auth.check_session(self.rt.session_access, ANONYMOUS.user_id,
                                                           channel.topic.id)
                 except AccessDenied as denied:
                     raise _Refuse(PusherCode.UNAUTHORIZED, _describe(denied.code)) from None
@@ -614,7 +614,7 @@ class PusherConnection(RealtimeSocket[int, _Channel, Action]):
         """As on /ws: a mention reaches its user only while they may read that session."""
         try:
             session_id = uuid.UUID(str(event.payload["sessionId"]))
-            await realtime_auth.check_session(self.rt.pool, user_id, session_id)
+            await realtime_auth.check_session(self.rt.session_access, user_id, session_id)
         except AccessDenied:
             return False
         except (KeyError, TypeError, ValueError, psycopg.Error):

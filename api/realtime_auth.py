@@ -21,6 +21,7 @@ from api import tickets
 from api.auth import authenticate as authenticate_header
 from api.errors import ApiError
 from api.realtime_protocol import ErrorCode, Topic
+from api.session_access import Key, Row, SessionAccess
 from api.token_touch import TokenTouches
 from bridge import query_connection
 
@@ -99,7 +100,7 @@ async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None
     return principal
 
 
-async def check_topic(pool: AsyncConnectionPool[Any], principal: Principal, topic: Topic) -> None:
+async def check_topic(access: SessionAccess, principal: Principal, topic: Topic) -> None:
     """Raise AccessDenied unless `principal` may read `topic`.
 
     ``user:<id>`` is readable by that user only. A session is readable by its participants,
@@ -109,22 +110,37 @@ async def check_topic(pool: AsyncConnectionPool[Any], principal: Principal, topi
         if topic.id != principal.user_id:
             raise AccessDenied(ErrorCode.FORBIDDEN)
         return
-    await check_session(pool, principal.user_id, topic.id)
+    await check_session(access, principal.user_id, topic.id)
 
 
-async def check_session(pool: AsyncConnectionPool[Any], user_id: uuid.UUID,
+async def check_session(access: SessionAccess, user_id: uuid.UUID,
                         session_id: uuid.UUID) -> None:
-    async with connection(pool) as conn:
-        cur = await conn.execute(_SQL.session_access,
-                                 {"session_id": session_id, "user_id": user_id})
-        row = await cur.fetchone()
+    refused = _verdict(await access.row((session_id, user_id)))
+    if refused is not None:
+        raise AccessDenied(refused)
+
+
+def _verdict(row: Row | None) -> ErrorCode | None:
+    """Why a session's row refuses its reader, or None when it may read."""
     if row is None:
-        raise AccessDenied(ErrorCode.SESSION_NOT_FOUND)
+        return ErrorCode.SESSION_NOT_FOUND
     visibility, deleted, participant = row
     if deleted:
-        raise AccessDenied(ErrorCode.SESSION_NOT_FOUND)
+        return ErrorCode.SESSION_NOT_FOUND
     if not participant and visibility != "public":
-        raise AccessDenied(ErrorCode.NOT_PARTICIPANT)
+        return ErrorCode.NOT_PARTICIPANT
+    return None
+
+
+async def session_access_rows(pool: AsyncConnectionPool[Any], keys: list[Key]
+                              ) -> dict[Key, Row]:
+    """The sessions' rows for these (session, user) pairs, in one query (SessionAccess)."""
+    async with connection(pool) as conn:
+        cur = await conn.execute(_SQL.session_access_many, {
+            "session_ids": [k[0] for k in keys], "user_ids": [k[1] for k in keys]})
+        rows = await cur.fetchall()
+    return {(uuid.UUID(str(r[0])), uuid.UUID(str(r[1]))): (str(r[2]), bool(r[3]), bool(r[4]))
+            for r in rows}
 
 
 async def session_readers(pool: AsyncConnectionPool[Any], session_id: uuid.UUID,

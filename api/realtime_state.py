@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ from api import realtime_auth
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
 from api.realtime_limits import RealtimeLimits
+from api.session_access import SessionAccess
 from api.token_touch import TokenTouches
 from bridge import Bridge, BridgeUnavailable
 
@@ -105,6 +107,7 @@ class Realtime:
         self.hub = RealtimeHub(pool, config.limits.connections_per_user,
                                config.token_expiration_minutes)
         self.presence_lists = PresenceLists(bridge.presence.list)
+        self.session_access = SessionAccess(partial(realtime_auth.session_access_rows, pool))
 
     async def authenticate(self, authorization: str | None, ticket: str | None) -> Principal:
         return await realtime_auth.authenticate(

@@ -224,7 +224,7 @@ async def sse_endpoint(request: Request) -> Response:
     conn = SseConnection(rt, principal, topic, since, lang)
     conn.register()
     try:
-        await realtime_auth.check_topic(rt.pool, principal, topic)
+        await realtime_auth.check_topic(rt.session_access, principal, topic)
     except AccessDenied as denied:
         await conn.cleanup()
         return error_response(denied.code, lang)

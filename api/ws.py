@@ -220,7 +220,7 @@ class WsConnection(RealtimeSocket[CloseCode, _Live, Action]):
         try:
             with self._subs.setting_up(name):  # an unsubscribe or revocation cancels it
                 try:
-                    await realtime_auth.check_topic(self.rt.pool, self.principal, topic)
+                    await realtime_auth.check_topic(self.rt.session_access, self.principal, topic)
                 except AccessDenied as denied:
                     await self.send(error_frame(denied.code, self.lang, name))
                     return
@@ -318,7 +318,8 @@ class WsConnection(RealtimeSocket[CloseCode, _Live, Action]):
         (Such a skipped event leaves a hole in the user topic's seq.)"""
         try:
             session_id = uuid.UUID(str(event.payload["sessionId"]))
-            await realtime_auth.check_session(self.rt.pool, self.principal.user_id, session_id)
+            await realtime_auth.check_session(self.rt.session_access, self.principal.user_id,
+                                              session_id)
         except AccessDenied:
             return False
         except (KeyError, TypeError, ValueError, psycopg.Error):

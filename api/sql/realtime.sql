@@ -33,14 +33,15 @@ SELECT token_id, user_id, token_expires_at
 FROM token
 WHERE ticket_expires_at > now() AND (token_expires_at IS NULL OR token_expires_at > now())
 
--- name: session_access
--- Who may read a session's events: its participants, or anyone when it is public.
-SELECT s.visibility,
+-- name: session_access_many
+-- Who may read a session's events: its participants, or anyone when it is public. One row
+-- per (session, user) pair asked whose session exists (api/session_access.py).
+SELECT k.session_id, k.user_id, s.visibility,
        s.deleted_at IS NOT NULL AS deleted,
        EXISTS (SELECT 1 FROM public.sport_session_participants sp
-               WHERE sp.sport_session_id = s.id AND sp.user_id = %(user_id)s) AS participant
-FROM public.sport_sessions s
-WHERE s.id = %(session_id)s
+               WHERE sp.sport_session_id = s.id AND sp.user_id = k.user_id) AS participant
+FROM unnest(%(session_ids)s::uuid[], %(user_ids)s::uuid[]) AS k(session_id, user_id)
+JOIN public.sport_sessions s ON s.id = k.session_id
 
 -- name: session_readers
 -- After a control notification: which of these users may still read the session.
