@@ -57,6 +57,18 @@ async def verdict(access: SessionAccess, user_id: uuid.UUID, session_id: uuid.UU
     return None
 
 
+class Asks:
+    """Named checks of one session, run as tasks; their verdicts collected as they come."""
+
+    def __init__(self, access: SessionAccess, session_id: uuid.UUID) -> None:
+        self.access = access
+        self.session_id = session_id
+        self.results: dict[str, ErrorCode | None] = {}
+
+    async def __call__(self, name: str, user: uuid.UUID) -> None:
+        self.results[name] = await verdict(self.access, user, self.session_id)
+
+
 async def test_concurrent_checks_each_get_their_verdict_from_two_queries(
         db: str, pool: AsyncConnectionPool[Any]) -> None:
     private = factories.world(db, participants=3, outsiders=2)
@@ -102,11 +114,7 @@ async def test_a_check_asked_while_a_query_runs_sees_what_committed_before_it(
     removed = w.participants[1]
     fetch = Counted(pool)
     fetch.gate = anyio.Event()
-    access = SessionAccess(fetch)
-    results: dict[str, ErrorCode | None] = {}
-
-    async def ask(name: str, user: uuid.UUID) -> None:
-        results[name] = await verdict(access, user, w.session_id)
+    ask = Asks(SessionAccess(fetch), w.session_id)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -119,7 +127,7 @@ async def test_a_check_asked_while_a_query_runs_sees_what_committed_before_it(
             tg.start_soon(ask, "after", removed)
             await anyio.wait_all_tasks_blocked()
             fetch.gate.set()
-    assert results == {"before": None, "after": ErrorCode.NOT_PARTICIPANT}
+    assert ask.results == {"before": None, "after": ErrorCode.NOT_PARTICIPANT}
     assert len(fetch.calls) == 2
 
 
@@ -130,11 +138,7 @@ async def test_waiters_of_a_cancelled_query_get_their_answer_from_the_next(
     w = factories.world(db, participants=2, outsiders=1)
     fetch = Counted(pool)
     first_gate = fetch.gate = anyio.Event()
-    access = SessionAccess(fetch)
-    results: dict[str, ErrorCode | None] = {}
-
-    async def ask(name: str, user: uuid.UUID) -> None:
-        results[name] = await verdict(access, user, w.session_id)
+    ask = Asks(SessionAccess(fetch), w.session_id)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -152,7 +156,8 @@ async def test_waiters_of_a_cancelled_query_get_their_answer_from_the_next(
                 await fetch.read.wait()
                 fetch.gate = None  # the third runs freely
                 cancelled.cancel_scope.cancel()
-    assert results == {"first": None, "member": None, "outsider": ErrorCode.NOT_PARTICIPANT}
+    assert ask.results == {"first": None, "member": None,
+                           "outsider": ErrorCode.NOT_PARTICIPANT}
     assert len(fetch.calls) == 3, fetch.calls
     # The cancelled query's keys moved to the third at once (the leader's own among them).
     assert set(fetch.calls[2]) == {(w.session_id, w.owner), (w.session_id, w.participants[1]),
