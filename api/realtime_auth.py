@@ -115,7 +115,7 @@ async def check_topic(access: SessionAccess, principal: Principal, topic: Topic)
 
 async def check_session(access: SessionAccess, user_id: uuid.UUID,
                         session_id: uuid.UUID) -> None:
-    refused = _verdict(await access.row((session_id, user_id)))
+    refused = _verdict(await access.get((session_id, user_id)))
     if refused is not None:
         raise AccessDenied(refused)
 
@@ -134,7 +134,7 @@ def _verdict(row: Row | None) -> ErrorCode | None:
 
 async def session_access_rows(pool: AsyncConnectionPool[Any], keys: list[Key]
                               ) -> dict[Key, Row]:
-    """The sessions' rows for these (session, user) pairs, in one query (SessionAccess)."""
+    """The sessions' rows for these (session, user) pairs, in one query (session_access)."""
     async with connection(pool) as conn:
         cur = await conn.execute(_SQL.session_access_many, {
             "session_ids": [k[0] for k in keys], "user_ids": [k[1] for k in keys]})

@@ -13,10 +13,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from api import realtime_auth
+from api.coalesce import Coalescer
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
 from api.realtime_limits import RealtimeLimits
-from api.session_access import SessionAccess
+from api.session_access import session_access
 from api.token_touch import TokenTouches
 from bridge import Bridge, BridgeUnavailable
 
@@ -35,64 +36,36 @@ class RealtimeConfig:
                    token_expiration_minutes=token_expiration_minutes)
 
 
-class _Round:
-    __slots__ = ("done", "error", "ok", "result")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.ok = False
-        self.result: list[dict[str, Any]] = []
-        self.error: Exception | None = None
-
-
 class PresenceLists:
     """``presence.list(topic)`` shared by the subscribers that ask for it at the same time.
 
     A thousand clients subscribing to one session at once would each run the same query
-    right after their own join. Here a caller gets the result of a query that *started after
-    it asked* (so it includes the caller's own join, which precedes the call), and every
-    caller waiting while one query runs shares the next one: at most one in flight and one
-    waiting per topic, however many subscribe.
+    right after their own join. Here each topic has its own coalescer (api/coalesce.py): a
+    caller gets the result of a query that *started after it asked* (so it includes the
+    caller's own join, which precedes the call), and every caller waiting while one query
+    runs shares the next one: at most one in flight and one waiting per topic.
     """
 
     def __init__(self, fetch: Callable[[str], Awaitable[list[dict[str, Any]]]]) -> None:
         self._fetch = fetch
-        self._next: dict[str, _Round] = {}  # waiting for the running query to finish
-        self._running: dict[str, _Round] = {}
+        self._topics: dict[str, Coalescer[str, list[dict[str, Any]]]] = {}
 
     async def get(self, topic: str) -> list[dict[str, Any]]:
-        mine = self._next.get(topic)
-        if mine is None:
-            mine = self._next[topic] = _Round()
-        while True:
-            if mine.done.is_set():
-                if mine.ok:
-                    return mine.result
-                if mine.error is not None:
-                    raise BridgeUnavailable(f"presence list failed: {mine.error!r}"
-                                            ) from mine.error
-                # Its leader was cancelled: any query that starts from now on will do.
-                mine = self._next.get(topic) or self._next.setdefault(topic, _Round())
-                continue
-            running = self._running.get(topic)
-            if running is None:
-                return await self._lead(topic, mine)
-            await running.done.wait()
-
-    async def _lead(self, topic: str, mine: _Round) -> list[dict[str, Any]]:
-        if self._next.get(topic) is mine:
-            del self._next[topic]
-        self._running[topic] = mine
+        lists = self._topics.get(topic)
+        if lists is None:
+            lists = self._topics[topic] = Coalescer(
+                partial(self._fetch_one, topic),
+                lambda exc: BridgeUnavailable(f"presence list failed: {exc!r}"))
         try:
-            mine.result = await self._fetch(topic)
-            mine.ok = True
-        except Exception as exc:
-            mine.error = exc
-            raise
+            result = await lists.get(topic)
         finally:
-            del self._running[topic]
-            mine.done.set()
-        return mine.result
+            if lists.idle and self._topics.get(topic) is lists:
+                del self._topics[topic]
+        assert result is not None, "_fetch_one answers its topic"
+        return result
+
+    async def _fetch_one(self, topic: str, _keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return {topic: await self._fetch(topic)}
 
 
 class Realtime:
@@ -107,7 +80,7 @@ class Realtime:
         self.hub = RealtimeHub(pool, config.limits.connections_per_user,
                                config.token_expiration_minutes)
         self.presence_lists = PresenceLists(bridge.presence.list)
-        self.session_access = SessionAccess(partial(realtime_auth.session_access_rows, pool))
+        self.session_access = session_access(partial(realtime_auth.session_access_rows, pool))
 
     async def authenticate(self, authorization: str | None, ticket: str | None) -> Principal:
         return await realtime_auth.authenticate(

@@ -53,6 +53,7 @@ async def test_concurrent_callers_share_one_query_and_see_themselves() -> None:
     assert got["a"] == ["a"]
     for name in "bcde":
         assert got[name] == ["a", "b", "c", "d", "e"]
+    assert not lists._topics  # nothing kept for a topic once every caller is answered
 
 
 async def test_a_failed_query_fails_each_of_its_callers_and_not_the_next() -> None:

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import realtime_auth
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_protocol import ErrorCode, Topic
-from api.session_access import Key, Row, SessionAccess
+from api.session_access import Key, Row, SessionAccess, session_access
 from tests import factories
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +91,7 @@ async def test_concurrent_checks_each_get_their_verdict_from_two_queries(
     asks = expected * 20  # the same pair asked many times at once, as in a reconnect storm
 
     fetch = Counted(pool)
-    access = SessionAccess(fetch)
+    access = session_access(fetch)
     got: list[ErrorCode | None] = [None] * len(asks)
 
     async def ask(i: int, user: uuid.UUID, session: uuid.UUID) -> None:
@@ -114,7 +114,7 @@ async def test_a_check_asked_while_a_query_runs_sees_what_committed_before_it(
     removed = w.participants[1]
     fetch = Counted(pool)
     fetch.gate = anyio.Event()
-    ask = Asks(SessionAccess(fetch), w.session_id)
+    ask = Asks(session_access(fetch), w.session_id)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -138,7 +138,7 @@ async def test_waiters_of_a_cancelled_query_get_their_answer_from_the_next(
     w = factories.world(db, participants=2, outsiders=1)
     fetch = Counted(pool)
     first_gate = fetch.gate = anyio.Event()
-    ask = Asks(SessionAccess(fetch), w.session_id)
+    ask = Asks(session_access(fetch), w.session_id)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -177,7 +177,7 @@ async def test_a_failed_query_fails_every_check_that_shared_it(
             await conn.execute("SELECT * FROM no_such_table_here")
         raise AssertionError("unreachable")
 
-    access = SessionAccess(broken)
+    access = session_access(broken)
     errors: list[BaseException] = []
 
     async def ask(user: uuid.UUID) -> None:
@@ -200,7 +200,7 @@ async def test_check_topic_reads_user_topics_without_a_query(
         db: str, pool: AsyncConnectionPool[Any]) -> None:
     w = factories.world(db, participants=2, outsiders=0)
     fetch = Counted(pool)
-    access = SessionAccess(fetch)
+    access = session_access(fetch)
     me = Principal(w.owner, 1, None)
     await realtime_auth.check_topic(access, me, Topic("user", w.owner))
     with pytest.raises(AccessDenied) as denied:
