@@ -23,9 +23,10 @@ async def can_read_session(conn: psycopg.AsyncConnection[Any], session_id: uuid.
     cur = await conn.execute(_SQL.session_access,
                              {"session_id": session_id, "user_id": user_id})
     row = await cur.fetchone()
-    if row is None:
+    access: bool | None = row[0] if row is not None else None  # api.session_access_v1
+    if access is None:
         raise errors.session_not_found()
-    if not row[0]:
+    if not access:
         raise errors.not_participant()
 
 

@@ -1,17 +1,19 @@
 """`/api/sessions/{sessionId}/comments`: create, list, edit, soft-delete.
 
-The handlers write plain rows; the triggers turn each committed change into its event. The
-comment in a response is rendered by the SQL function the triggers use, in the same
-transaction, so it is byte for byte the event's `data.comment`.
+Each write is one call of a PL/pgSQL function (db/functions/api.sql): its whole transaction,
+checks first, in one round trip. It writes plain rows; the triggers turn each committed change
+into its event. The comment in a response is rendered by the SQL function the triggers use, in
+the same transaction, so it is byte for byte the event's `data.comment`.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,6 +24,8 @@ from api.jsonio import JSONResponse
 from api.models import CommentCreate, CommentUpdate
 from api.validation import parse_list_query, path_uuid
 from bridge import sqlfile
+
+_M = TypeVar("_M", bound=BaseModel)
 
 _SQL = sqlfile.load("api.sql", "comments.sql")
 
@@ -34,28 +38,47 @@ def _unique(mentions: list[str] | None) -> list[uuid.UUID]:
     return list(dict.fromkeys(uuid.UUID(m) for m in mentions or ()))
 
 
-async def _begin_write(conn: psycopg.AsyncConnection[Any], origin: str | None) -> None:
-    if origin is not None:
-        await conn.execute(_SQL.set_origin, {"origin": origin})
-
-
-async def _check_mentions(conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
-                          mentions: list[uuid.UUID]) -> None:
-    if not mentions:
-        return
-    cur = await conn.execute(_SQL.non_participants,
-                             {"session_id": session_id, "user_ids": mentions})
-    strangers = [str(row[0]) for row in await cur.fetchall()]
-    if strangers:
-        raise errors.validation(Message("validation.mentions_not_participants",
-                                        {"ids": ", ".join(strangers)}))
-
-
-async def _render(conn: psycopg.AsyncConnection[Any], comment_id: uuid.UUID) -> Any:
-    cur = await conn.execute(_SQL.render_comment, {"comment_id": comment_id})
+async def _write(conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any],
+                 forbidden_key: str = "") -> Any:
+    """Run one of the comment writes (db/functions/api.sql): its body, or its refusal raised."""
+    cur = await conn.execute(query, params)
     row = await cur.fetchone()
-    assert row is not None, "a comment just written in this transaction"
-    return row[0]
+    assert row is not None, "the write functions answer one row"
+    outcome, body = row
+    if outcome != "ok":
+        raise refusal(outcome, body, forbidden_key)
+    return body
+
+
+def refusal(outcome: str, body: Any, forbidden_key: str) -> errors.ApiError:
+    """The API error for what a comment write refused (nothing was written)."""
+    if outcome == "session_not_found":
+        return errors.session_not_found()
+    if outcome == "not_participant":
+        return errors.not_participant()
+    if outcome == "comment_not_found":
+        return errors.comment_not_found()
+    if outcome == "forbidden":
+        return errors.forbidden(forbidden_key)
+    if outcome == "strangers":
+        return errors.validation(Message("validation.mentions_not_participants",
+                                         {"ids": ", ".join(str(i) for i in body)}))
+    if outcome == "rate_limited":
+        return errors.rate_limited(float(body))
+    raise AssertionError(f"unknown outcome of a comment write: {outcome!r}")
+
+
+async def _parse_body(request: Request, body: bytes, model: type[_M],
+                      conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
+                      user_id: uuid.UUID) -> _M:
+    """The body as `model`. An invalid one is refused after the session's own refusals
+    (404, 403), as when the write function checks them first: a stranger to the session
+    learns nothing from 422s."""
+    try:
+        return endpoint.parse_json_body(request, body, model)
+    except errors.ApiError:
+        await can_write_session(conn, session_id, user_id)
+        raise
 
 
 def _envelope(data: Any, message_key: str, request: Request, status: int = 200,
@@ -71,53 +94,31 @@ async def create_comment(request: Request) -> Response:
         (session_id,) = _ids(request, "sessionId")
         key = endpoint.idempotency_key(request)
         origin = endpoint.socket_id(request)
-        await can_write_session(conn, session_id, user.user_id)
-        payload = endpoint.parse_json_body(request, body, CommentCreate)
+        payload = await _parse_body(request, body, CommentCreate, conn, session_id,
+                                    user.user_id)
         mentions = _unique(payload.mentions)
-        bucket = ratelimit.comments_bucket(user.user_id)
-        limit = endpoint.config(request).comments_per_minute
-        if key is None and not mentions:
-            data = await _create_alone(conn, session_id, user.user_id, payload.content, origin,
-                                       bucket, limit)
+        params = {"session_id": session_id, "user_id": user.user_id,
+                  "content": payload.content, "mentions": mentions,
+                  "origin": origin,
+                  "bucket": ratelimit.comments_bucket(user.user_id),
+                  "limit": endpoint.config(request).comments_per_minute,
+                  "window": ratelimit.WINDOW_SECONDS}
+        if key is None:
+            data = await _write(conn, _SQL.create_comment, params)
             return _envelope(data, "comment.created", request, 201)
+        # A stored response is replayed only to who may still write the session.
+        await can_write_session(conn, session_id, user.user_id)
         async with conn.transaction():
-            await _begin_write(conn, origin)
-            if key is not None:
-                asked = {"sessionId": str(session_id), "content": payload.content,
-                         "mentions": sorted(str(m) for m in mentions)}
-                stored = await idempotency.claim(conn, user.user_id, key,
-                                                 idempotency.fingerprint(asked))
-                if stored is not None:
-                    return _envelope(stored.data, "comment.created", request, stored.status,
-                                     {idempotency.REPLAYED_HEADER: "true"})
-            await _check_mentions(conn, session_id, mentions)
-            await ratelimit.hit(conn, bucket, limit)
-            cur = await conn.execute(_SQL.insert_comment, {
-                "session_id": session_id, "user_id": user.user_id, "content": payload.content})
-            row = await cur.fetchone()
-            assert row is not None
-            comment_id: uuid.UUID = row[0]
-            if mentions:
-                await conn.execute(_SQL.add_mentions,
-                                   {"comment_id": comment_id, "user_ids": mentions})
-            data = await _render(conn, comment_id)
-            if key is not None:
-                await idempotency.store(conn, user.user_id, key, 201, data)
+            asked = {"sessionId": str(session_id), "content": payload.content,
+                     "mentions": sorted(str(m) for m in mentions)}
+            stored = await idempotency.claim(conn, user.user_id, key,
+                                             idempotency.fingerprint(asked))
+            if stored is not None:
+                return _envelope(stored.data, "comment.created", request, stored.status,
+                                 {idempotency.REPLAYED_HEADER: "true"})
+            data = await _write(conn, _SQL.create_comment, params)
+            await idempotency.store(conn, user.user_id, key, 201, data)
     return _envelope(data, "comment.created", request, 201)
-
-
-async def _create_alone(conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
-                        user_id: uuid.UUID, content: str, origin: str | None, bucket: str,
-                        limit: int) -> Any:
-    """The common create (no mentions, no idempotency key) in one statement and one round
-    trip, where the general path takes six: the same rows, event and response."""
-    cur = await conn.execute(_SQL.create_alone, {
-        "session_id": session_id, "user_id": user_id, "content": content, "origin": origin,
-        "bucket": bucket, "limit": limit, "window": ratelimit.WINDOW_SECONDS})
-    row = await cur.fetchone()
-    assert row is not None
-    ratelimit.refuse_if_waiting(float(row[0]))
-    return row[1]
 
 
 async def list_comments(request: Request) -> Response:
@@ -161,38 +162,18 @@ async def list_comments(request: Request) -> Response:
     })
 
 
-async def _lock_own_comment(conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
-                            comment_id: uuid.UUID, user_id: uuid.UUID,
-                            forbidden_key: str) -> None:
-    cur = await conn.execute(_SQL.lock_comment,
-                             {"comment_id": comment_id, "session_id": session_id})
-    row = await cur.fetchone()
-    if row is None:
-        raise errors.comment_not_found()
-    if row[0] != user_id:
-        raise errors.forbidden(forbidden_key)
-
-
 async def update_comment(request: Request) -> Response:
     body = await endpoint.read_body(request)
     async with endpoint.authenticated(request) as (conn, user):
         session_id, comment_id = _ids(request, "sessionId", "commentId")
         origin = endpoint.socket_id(request)
-        await can_write_session(conn, session_id, user.user_id)
-        payload = endpoint.parse_json_body(request, body, CommentUpdate)
-        async with conn.transaction():
-            await _begin_write(conn, origin)
-            await _lock_own_comment(conn, session_id, comment_id, user.user_id,
-                                    "error.forbidden_update")
-            if payload.mentions is not None:
-                mentions = _unique(payload.mentions)
-                await _check_mentions(conn, session_id, mentions)
-                ids = {"comment_id": comment_id, "user_ids": mentions}
-                await conn.execute(_SQL.drop_other_mentions, ids)
-                await conn.execute(_SQL.add_mentions, ids)
-            await conn.execute(_SQL.update_comment,
-                               {"comment_id": comment_id, "content": payload.content})
-            data = await _render(conn, comment_id)
+        payload = await _parse_body(request, body, CommentUpdate, conn, session_id,
+                                    user.user_id)
+        mentions = None if payload.mentions is None else _unique(payload.mentions)
+        data = await _write(conn, _SQL.edit_comment, {
+            "session_id": session_id, "comment_id": comment_id, "user_id": user.user_id,
+            "content": payload.content, "mentions": mentions, "origin": origin},
+            "error.forbidden_update")
     return _envelope(data, "comment.updated", request)
 
 
@@ -200,11 +181,8 @@ async def delete_comment(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id, comment_id = _ids(request, "sessionId", "commentId")
         origin = endpoint.socket_id(request)
-        await can_write_session(conn, session_id, user.user_id)
-        async with conn.transaction():
-            await _begin_write(conn, origin)
-            await _lock_own_comment(conn, session_id, comment_id, user.user_id,
-                                    "error.forbidden_delete")
-            await conn.execute(_SQL.soft_delete_comment, {"comment_id": comment_id})
+        await _write(conn, _SQL.delete_comment, {
+            "session_id": session_id, "comment_id": comment_id, "user_id": user.user_id,
+            "origin": origin}, "error.forbidden_delete")
     lang = negotiate(request.headers.get("accept-language"))
     return JSONResponse({"success": True, "message": render("comment.deleted", lang)})

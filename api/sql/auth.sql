@@ -36,9 +36,5 @@ WHERE id = ANY (%(ids)s::bigint[])
        OR last_used_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(touch_every)s))
 
 -- name: session_access
--- No row: no such session (or soft-deleted). Else whether the user takes part in it.
-SELECT EXISTS (
-           SELECT 1 FROM public.sport_session_participants p
-           WHERE p.sport_session_id = s.id AND p.user_id = %(user_id)s) AS participant
-FROM public.sport_sessions s
-WHERE s.id = %(session_id)s AND s.deleted_at IS NULL
+-- NULL: no such session (or soft-deleted). Else whether the user takes part in it.
+SELECT api.session_access_v1(%(session_id)s, %(user_id)s)

@@ -1,8 +1,5 @@
 -- Rate limits and idempotency keys (db/migrations/0004_api.sql, db/functions/api.sql).
 
--- name: rate_hit
-SELECT api.rate_hit_v1(%(bucket)s, %(limit)s, make_interval(secs => %(window)s))
-
 -- name: claim_key
 -- Waits while another transaction holds the same key; no row when the key already exists.
 INSERT INTO api.idempotency_keys (user_id, key, fingerprint)
