@@ -365,7 +365,7 @@ def test_each_write_mode_does_what_its_ratio_stands_for(db: str) -> None:
     seen: dict[str, tuple[list[int], dict[str, int]]] = {}
     with psycopg.connect(db, autocommit=True) as listener, \
             psycopg.connect(db, autocommit=True) as writer:
-        for channel in channels:
+        for channel in (*channels, "bench_test_sentinel"):
             listener.execute(f"LISTEN {channel}")
         for mode in ("triggers", "none", "minimum", "naive", "triggers"):
             writes.set_mode(bench_db, mode)
@@ -380,9 +380,16 @@ def test_each_write_mode_does_what_its_ratio_stands_for(db: str) -> None:
                 " WHERE topic = %s ORDER BY seq OFFSET %s", (topic, before[0] if before else 0)
             ).fetchall()
             assert [content for _, content in logged] in ([], [f"{mode} 0", f"{mode} 1"])
+            # PostgreSQL delivers notifications in commit order: once this one arrives, all
+            # the inserts sent have.
+            writer.execute("NOTIFY bench_test_sentinel")
             heard = {c: 0 for c in channels}
-            for note in listener.notifies(timeout=1.0):
+            for note in listener.notifies(timeout=10.0):
+                if note.channel == "bench_test_sentinel":
+                    break
                 heard[note.channel] += 1
+            else:
+                raise AssertionError("the sentinel notification did not arrive in 10 s")
             seen[f"{mode}#{len(seen)}"] = ([seq for seq, _ in logged], heard)
         state = writer.execute("SELECT last_seq FROM realtime.streams WHERE topic = %s",
                                (topic,)).fetchone()

@@ -13,12 +13,18 @@ from tests import factories
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def drain(listener: Conn, timeout: float = 2.0) -> list[dict[str, Any]]:
+def drain(listener: Conn) -> list[dict[str, Any]]:
+    """Every notification committed so far. PostgreSQL delivers them in commit order, so
+    once the listener's own sentinel arrives, all those before it have."""
+    listener.execute("LISTEN courtside_test_sentinel")
+    listener.execute("NOTIFY courtside_test_sentinel")
     out: list[dict[str, Any]] = []
-    for note in listener.notifies(timeout=timeout, stop_after=None):
+    for note in listener.notifies(timeout=10.0):
+        if note.channel == "courtside_test_sentinel":
+            return out
         assert note.channel == "courtside"
         out.append(orjson.loads(note.payload))
-    return out
+    raise AssertionError("the sentinel notification did not arrive in 10 s")
 
 
 def test_listener_receives_each_event_in_full(db: str) -> None:
@@ -33,7 +39,7 @@ def test_listener_receives_each_event_in_full(db: str) -> None:
                 " VALUES (%s, %s, %s) RETURNING id", (w.session_id, w.owner, f"c{i}")).fetchone()
             assert row is not None
             ids.append(str(row[0]))
-        notes = drain(listener, timeout=1.0)
+        notes = drain(listener)
         logged = writer.execute(
             "SELECT seq, type, payload FROM realtime.events WHERE topic = %s ORDER BY seq",
             (w.topic,)).fetchall()
@@ -62,7 +68,7 @@ def test_an_oversized_event_commits_and_notifies_its_address_only(db: str) -> No
                     conn.execute(
                         "INSERT INTO sport_session_comment_mentions (comment_id, mentioned_user_id)"
                         " VALUES (%s, %s)", (cid, uid))
-            notes = drain(listener, timeout=1.0)
+            notes = drain(listener)
         finally:
             listener.close()
         row = conn.execute(
@@ -93,7 +99,7 @@ def test_ephemeral_and_control_messages(db: str) -> None:
                      " AND user_id = %s", (w.session_id, w.participants[1]))
         conn.execute("UPDATE sport_sessions SET visibility = 'public' WHERE id = %s",
                      (w.session_id,))
-        notes = drain(listener, timeout=1.0)
+        notes = drain(listener)
         assert conn.execute("SELECT count(*) FROM realtime.events").fetchone() == (0,)
     assert notes == [
         {"k": "x", "t": w.topic, "e": "user.typing", "o": None, "d": {"isTyping": True}},
