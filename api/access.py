@@ -23,7 +23,13 @@ async def can_read_session(conn: psycopg.AsyncConnection[Any], session_id: uuid.
     cur = await conn.execute(_SQL.session_access,
                              {"session_id": session_id, "user_id": user_id})
     row = await cur.fetchone()
-    access: bool | None = row[0] if row is not None else None  # api.session_access_v1
+    refuse_unless_allowed(row[0] if row is not None else None)
+
+
+def refuse_unless_allowed(access: bool | None) -> None:
+    """What `api.session_access_v1` answered, as the API's refusal: NULL is no session
+    (SESSION_NOT_FOUND), false NOT_PARTICIPANT. Queries that ask it in the same statement as
+    their work pass its answer here."""
     if access is None:
         raise errors.session_not_found()
     if not access:

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api import cursor, endpoint, errors, idempotency, ratelimit
-from api.access import can_read_session, can_write_session
+from api.access import can_write_session, refuse_unless_allowed
 from api.i18n import Message, negotiate, render
 from api.jsonio import JSONResponse
 from api.models import CommentCreate, CommentUpdate
 from api.validation import parse_list_query, path_uuid
 from bridge import sqlfile
-
-_M = TypeVar("_M", bound=BaseModel)
 
 _SQL = sqlfile.load("api.sql", "comments.sql")
 
@@ -68,19 +65,6 @@ def refusal(outcome: str, body: Any, forbidden_key: str) -> errors.ApiError:
     raise AssertionError(f"unknown outcome of a comment write: {outcome!r}")
 
 
-async def _parse_body(request: Request, body: bytes, model: type[_M],
-                      conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
-                      user_id: uuid.UUID) -> _M:
-    """The body as `model`. An invalid one is refused after the session's own refusals
-    (404, 403), as when the write function checks them first: a stranger to the session
-    learns nothing from 422s."""
-    try:
-        return endpoint.parse_json_body(request, body, model)
-    except errors.ApiError:
-        await can_write_session(conn, session_id, user_id)
-        raise
-
-
 def _envelope(data: Any, message_key: str, request: Request, status: int = 200,
               headers: dict[str, str] | None = None) -> Response:
     lang = negotiate(request.headers.get("accept-language"))
@@ -94,8 +78,8 @@ async def create_comment(request: Request) -> Response:
         (session_id,) = _ids(request, "sessionId")
         key = endpoint.idempotency_key(request)
         origin = endpoint.socket_id(request)
-        payload = await _parse_body(request, body, CommentCreate, conn, session_id,
-                                    user.user_id)
+        payload = await endpoint.parse_body_after_access(
+            request, body, CommentCreate, conn, session_id, user.user_id)
         mentions = _unique(payload.mentions)
         params = {"session_id": session_id, "user_id": user.user_id,
                   "content": payload.content, "mentions": mentions,
@@ -132,26 +116,23 @@ async def list_comments(request: Request) -> Response:
             except cursor.InvalidCursor:
                 raise errors.validation(
                     Message("validation.cursor", {"field": "before"})) from None
-        await can_read_session(conn, session_id, user.user_id)
-        params: dict[str, Any] = {"session_id": session_id, "limit": query.limit + 1,
+        params: dict[str, Any] = {"session_id": session_id, "user_id": user.user_id,
+                                  "limit": query.limit + 1,
                                   "offset": (query.page - 1) * query.limit}
-        async with conn.transaction():
-            # One snapshot: the total and the page agree even while comments arrive.
-            await conn.execute(_SQL.read_snapshot)
-            cur = await conn.execute(_SQL.count_comments, params)
-            count_row = await cur.fetchone()
-            total = int(count_row[0]) if count_row is not None else 0
-            if position is None:
-                cur = await conn.execute(_SQL.list_comments, params)
-            else:
-                params.update(before_at=position.created_at, before_id=position.id)
-                cur = await conn.execute(_SQL.list_comments_before, params)
-            rows = await cur.fetchall()
-    page = rows[:query.limit]
-    more = len(rows) > query.limit
+        if position is None:
+            cur = await conn.execute(_SQL.list_page, params)
+        else:
+            params.update(before_at=position.created_at, before_id=position.id)
+            cur = await conn.execute(_SQL.list_page_before, params)
+        rows = await cur.fetchall()
+    refuse_unless_allowed(rows[0][0])
+    total = int(rows[0][1])
+    found = [(comment, at, cid) for _, _, comment, at, cid in rows if comment is not None]
+    page = found[:query.limit]
+    more = len(found) > query.limit
     return JSONResponse({
         "success": True,
-        "data": [r[0] for r in page],
+        "data": [comment for comment, _, _ in page],
         "pagination": {
             "page": query.page,
             "limit": query.limit,
@@ -167,8 +148,8 @@ async def update_comment(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id, comment_id = _ids(request, "sessionId", "commentId")
         origin = endpoint.socket_id(request)
-        payload = await _parse_body(request, body, CommentUpdate, conn, session_id,
-                                    user.user_id)
+        payload = await endpoint.parse_body_after_access(
+            request, body, CommentUpdate, conn, session_id, user.user_id)
         mentions = None if payload.mentions is None else _unique(payload.mentions)
         data = await _write(conn, _SQL.edit_comment, {
             "session_id": session_id, "comment_id": comment_id, "user_id": user.user_id,

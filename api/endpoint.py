@@ -4,6 +4,7 @@ connection it will use, and read the common headers."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from api import errors, validation
+from api.access import can_write_session
 from api.auth import AuthUser, authenticate_conn, bearer
 from api.config import ApiConfig
 from api.i18n import Message
@@ -65,6 +67,19 @@ def parse_json_body(request: Request, body: bytes, model: type[M]) -> M:
     if body.strip():
         validation.check_content_type(request.headers.get("content-type"))
     return validation.parse_body(body, model)
+
+
+async def parse_body_after_access(request: Request, body: bytes, model: type[M],
+                                  conn: psycopg.AsyncConnection[Any], session_id: uuid.UUID,
+                                  user_id: uuid.UUID) -> M:
+    """The body as `model`, for a handler whose statement checks the session's access along
+    with its work. An invalid body never gets there: it is refused after the session's own
+    refusals (404, 403), so a stranger to the session learns nothing from 422s either."""
+    try:
+        return parse_json_body(request, body, model)
+    except errors.ApiError:
+        await can_write_session(conn, session_id, user_id)
+        raise
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import endpoint
-from api.access import can_read_session, can_write_session
+from api.access import refuse_unless_allowed
 from api.auth import AuthUser
 from api.i18n import negotiate, render
 from api.jsonio import JSONResponse
@@ -27,8 +27,8 @@ _SQL = sqlfile.load("api.sql", "presence.sql")
 
 
 def _where(session_id: uuid.UUID, user: AuthUser) -> dict[str, Any]:
-    return {"topic": f"session:{session_id}", "user_id": user.user_id,
-            "conn_id": f"rest:{user.token_id}"}
+    return {"session_id": session_id, "topic": f"session:{session_id}",
+            "user_id": user.user_id, "conn_id": f"rest:{user.token_id}"}
 
 
 def _message(request: Request, key: str) -> str:
@@ -38,15 +38,15 @@ def _message(request: Request, key: str) -> str:
 async def join(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id = path_uuid(request.path_params["sessionId"], "sessionId")
-        await can_write_session(conn, session_id, user.user_id)
-        where = _where(session_id, user)
-        cur = await conn.execute(_SQL.join, {**where, "ttl": endpoint.config(request).presence_ttl})
+        cur = await conn.execute(_SQL.join, {
+            **_where(session_id, user), "ttl": endpoint.config(request).presence_ttl})
         row = await cur.fetchone()
-        assert row is not None
-        assert row[0] is not None, "the row presence_join_v1 just wrote"
+    assert row is not None
+    refuse_unless_allowed(row[0])
+    assert row[1] is not None, "the row presence_join_v1 just wrote"
     return JSONResponse({
         "success": True,
-        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "joinedAt": row[0]},
+        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "joinedAt": row[1]},
         "message": _message(request, "presence.joined"),
     })
 
@@ -54,13 +54,13 @@ async def join(request: Request) -> Response:
 async def leave(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id = path_uuid(request.path_params["sessionId"], "sessionId")
-        await can_write_session(conn, session_id, user.user_id)
         cur = await conn.execute(_SQL.leave, _where(session_id, user))
         row = await cur.fetchone()
-        assert row is not None
+    assert row is not None
+    refuse_unless_allowed(row[0])
     return JSONResponse({
         "success": True,
-        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "leftAt": row[1]},
+        "data": {"sessionId": str(session_id), "userId": str(user.user_id), "leftAt": row[2]},
         "message": _message(request, "presence.left"),
     })
 
@@ -70,25 +70,29 @@ async def typing(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id = path_uuid(request.path_params["sessionId"], "sessionId")
         origin = endpoint.socket_id(request)
-        await can_write_session(conn, session_id, user.user_id)
-        payload = endpoint.parse_json_body(request, body, TypingUpdate)
+        payload = await endpoint.parse_body_after_access(
+            request, body, TypingUpdate, conn, session_id, user.user_id)
         cur = await conn.execute(_SQL.typing, {
-            "topic": f"session:{session_id}", "user_id": user.user_id,
-            "is_typing": payload.isTyping, "for_seconds": endpoint.config(request).typing_ttl,
-            "origin": origin})
+            "session_id": session_id, "topic": f"session:{session_id}",
+            "user_id": user.user_id, "is_typing": payload.isTyping,
+            "for_seconds": endpoint.config(request).typing_ttl, "origin": origin})
         row = await cur.fetchone()
-        assert row is not None
+    assert row is not None
+    refuse_unless_allowed(row[0])
     return JSONResponse({
         "success": True,
         "data": {"sessionId": str(session_id), "userId": str(user.user_id),
-                 "isTyping": payload.isTyping, "timestamp": row[0]},
+                 "isTyping": payload.isTyping, "timestamp": row[1]},
     })
 
 
 async def users(request: Request) -> Response:
     async with endpoint.authenticated(request) as (conn, user):
         session_id = path_uuid(request.path_params["sessionId"], "sessionId")
-        await can_read_session(conn, session_id, user.user_id)
-        cur = await conn.execute(_SQL.users, {"topic": f"session:{session_id}"})
-        online = [row[0] for row in await cur.fetchall()]
+        cur = await conn.execute(_SQL.users, {
+            "session_id": session_id, "user_id": user.user_id,
+            "topic": f"session:{session_id}"})
+        rows = await cur.fetchall()
+    refuse_unless_allowed(rows[0][0])
+    online = [who for _, who in rows if who is not None]
     return JSONResponse({"success": True, "data": online, "total": len(online)})

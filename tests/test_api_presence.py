@@ -178,6 +178,14 @@ def test_presence_errors(world: World, db: str, base_url: str) -> None:
             assert r.status_code == 403
             assert r.json()["error"] == {"code": "NOT_PARTICIPANT",
                                          "message": "Vous devez être participant de cette session"}
+        # Refused for access before its body is looked at.
+        r = c.post(url(world, "typing"), json={"isTyping": "yes"})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "NOT_PARTICIPANT")
+    # The refused join and typing wrote nothing (their statement checks access first).
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM realtime.presence WHERE user_id = %s",
+                           (world.outsiders[0],)).fetchone()
+    assert row == (0,)
     with httpx.Client(base_url=base_url) as anonymous:
         r = anonymous.post(url(world, "join"))
         assert (r.status_code, r.json()["error"]["code"]) == (401, "UNAUTHENTICATED")

@@ -1,17 +1,40 @@
 -- Presence through REST: the registry of db/functions/presence.sql. A REST join is a row
 -- with no node and a TTL; conn_id 'rest:<token id>' makes each token one presence.
+-- Each asks first whether the user may use the session (api.session_access_v1: NULL, no
+-- such session) and does its work only when they may, in the same statement.
 
 -- name: join
--- Joins (or renews) and answers the row's joinedAt, in one statement.
-SELECT realtime.presence_rest_join_v1(%(topic)s, %(user_id)s, %(conn_id)s,
-                                      make_interval(secs => %(ttl)s))
+-- Joins (or renews) and answers the row's joinedAt.
+WITH a AS MATERIALIZED (
+    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
+SELECT a.access,
+       CASE WHEN a.access THEN realtime.presence_rest_join_v1(
+           %(topic)s, %(user_id)s, %(conn_id)s, make_interval(secs => %(ttl)s)) END
+FROM a
 
 -- name: leave
-SELECT realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s), realtime.ts_v1(now())
+WITH a AS MATERIALIZED (
+    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
+SELECT a.access,
+       CASE WHEN a.access THEN realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s) END,
+       realtime.ts_v1(now())
+FROM a
 
 -- name: typing
-SELECT realtime.ts_v1(realtime.presence_typing_v1(
-    %(topic)s, %(user_id)s, %(is_typing)s, make_interval(secs => %(for_seconds)s), %(origin)s))
+WITH a AS MATERIALIZED (
+    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
+SELECT a.access,
+       CASE WHEN a.access THEN realtime.ts_v1(realtime.presence_typing_v1(
+           %(topic)s, %(user_id)s, %(is_typing)s, make_interval(secs => %(for_seconds)s),
+           %(origin)s)) END
+FROM a
 
 -- name: users
-SELECT realtime.presence_list_v1(%(topic)s)
+-- Without access, one row whose user is NULL.
+WITH a AS MATERIALIZED (
+    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
+SELECT a.access, u.online
+FROM a
+LEFT JOIN LATERAL (
+    SELECT l.online FROM realtime.presence_list_v1(%(topic)s) AS l(online) WHERE a.access
+) AS u ON true
