@@ -497,3 +497,28 @@ def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
                 if "socketio" not in unavailable or "Socket.IO" not in t["target"]}
     assert all(_positive(v) for v in measured.values()), measured
     assert report.markdown(results).count("| courtside") >= 4
+
+
+@pytest.mark.timeout(240)
+def test_rest_ab_runs_both_checkouts_and_reports_every_kind(tmp_path: Path) -> None:
+    """bench.rest_ab with this checkout on both sides: it serves both, alternates blocks
+    and reports each kind's latency and CPU for each."""
+    out = tmp_path / "ab.json"
+    command = [sys.executable, "-m", "bench.rest_ab", "--old", str(ROOT), "--new", str(ROOT),
+               "--block", "3", "--blocks", "2", "--out", str(out)]
+    server = os.environ.get("COURTSIDE_TEST_DATABASE_URL")
+    if server:
+        command += ["--dsn", server]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=220,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"create", "create, 2 mentions", "edit, 2 mentions", "list (20)",
+                            "typing", "users online"}
+    for kind, by_version in results.items():
+        assert set(by_version) == {"old", "new"}, kind
+        for r in by_version.values():
+            assert _positive(r["p50_ms"]), (kind, r)
+            assert _positive(r["cpu_us"]), (kind, r)
+            assert r["p50_ms"] <= r["p90_ms"], (kind, r)
+    assert "| list (20) |" in done.stdout
