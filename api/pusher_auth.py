@@ -24,8 +24,7 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.access import can_read_session
-from api.errors import ApiError, error_response
+from api.errors import error_response
 from api.jsonio import JSONResponse
 from api.pusher_protocol import (
     Channel,
@@ -35,7 +34,7 @@ from api.pusher_protocol import (
     parse_channel,
     valid_socket_id,
 )
-from api.realtime_auth import AccessDenied, Principal
+from api.realtime_auth import AccessDenied, Principal, check_participant
 from api.realtime_state import Realtime, realtime_of
 from bridge import sqlfile
 
@@ -79,11 +78,10 @@ async def check_channel(rt: Realtime, principal: Principal, channel: Channel) ->
         if channel.topic.id != principal.user_id:
             raise Refused("FORBIDDEN", "private-user channels are for that user only")
         return
-    async with rt.pool.connection() as conn:
-        try:
-            await can_read_session(conn, channel.topic.id, principal.user_id)
-        except ApiError as exc:
-            raise Refused(str(exc.code), "participants only") from None
+    try:
+        await check_participant(rt.session_access, principal.user_id, channel.topic.id)
+    except AccessDenied as denied:
+        raise Refused(denied.code.value, "participants only") from None
 
 
 async def user_info(rt: Realtime, user_id: uuid.UUID) -> dict[str, Any]:

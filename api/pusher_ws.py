@@ -34,8 +34,6 @@ import psycopg
 from starlette.websockets import WebSocket
 
 from api import realtime_auth
-from api.access import can_read_session
-from api.errors import ApiError
 from api.frame_sender import Gone
 from api.live_subs import Live, LiveSubscriptions
 from api.pusher_protocol import (
@@ -386,11 +384,8 @@ class PusherConnection(RealtimeSocket[int, _Channel, Action]):
             if channel.topic.id != principal.user_id:
                 raise _Refuse(PusherCode.UNAUTHORIZED, _describe(ErrorCode.FORBIDDEN))
             return
-        async with realtime_auth.connection(self.rt.pool) as conn:
-            try:
-                await can_read_session(conn, channel.topic.id, principal.user_id)
-            except ApiError as exc:
-                raise _Refuse(PusherCode.UNAUTHORIZED, str(exc.code)) from None
+        await realtime_auth.check_participant(self.rt.session_access, principal.user_id,
+                                              channel.topic.id)
 
     def _watch(self, topic: str, user_id: uuid.UUID) -> None:
         count = self._watching.get(topic, 0)
@@ -418,10 +413,10 @@ class PusherConnection(RealtimeSocket[int, _Channel, Action]):
         if not channels:
             return
         try:
-            async with realtime_auth.connection(self.rt.pool) as conn:
-                await can_read_session(conn, channels[0].topic.id, self._principal.user_id)
+            await realtime_auth.check_participant(self.rt.session_access,
+                                                  self._principal.user_id, channels[0].topic.id)
             return
-        except ApiError:
+        except AccessDenied:
             pass
         except psycopg.Error as exc:
             # Something was taken away and we cannot tell: fail closed, as the hub does.

@@ -115,19 +115,28 @@ async def check_topic(access: SessionAccess, principal: Principal, topic: Topic)
 
 async def check_session(access: SessionAccess, user_id: uuid.UUID,
                         session_id: uuid.UUID) -> None:
-    refused = _verdict(await access.get((session_id, user_id)))
+    refused = _verdict(await access.get((session_id, user_id)), public_reads=True)
     if refused is not None:
         raise AccessDenied(refused)
 
 
-def _verdict(row: Row | None) -> ErrorCode | None:
+async def check_participant(access: SessionAccess, user_id: uuid.UUID,
+                            session_id: uuid.UUID) -> None:
+    """As check_session, for participants only, even of a public session: Pusher's private
+    and presence channels, and what /broadcasting/auth signs."""
+    refused = _verdict(await access.get((session_id, user_id)), public_reads=False)
+    if refused is not None:
+        raise AccessDenied(refused)
+
+
+def _verdict(row: Row | None, *, public_reads: bool) -> ErrorCode | None:
     """Why a session's row refuses its reader, or None when it may read."""
     if row is None:
         return ErrorCode.SESSION_NOT_FOUND
     visibility, deleted, participant = row
     if deleted:
         return ErrorCode.SESSION_NOT_FOUND
-    if not participant and visibility != "public":
+    if not participant and not (public_reads and visibility == "public"):
         return ErrorCode.NOT_PARTICIPANT
     return None
 

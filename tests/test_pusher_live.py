@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from api.pusher_protocol import PusherConfig, request_signature
+from api.pusher_protocol import PusherConfig, auth_for, channel_data_for, request_signature
 from tests import factories
 from tests.pg import Server
 from tests.test_pusher_support import (
@@ -230,6 +230,56 @@ async def test_public_channel_needs_no_auth_and_ends_when_private(db: str,
         assert error["channel"] == channel
         sql_comment(db, public.session_id, public.owner, "now private")
         assert not [f for f in await client.quiet(0.5) if f["event"] == "comment.created"]
+
+
+@pytest.mark.anyio
+async def test_private_and_presence_channels_are_for_participants_only(db: str,
+                                                                       server: str) -> None:
+    """What the socket itself checks of a signed subscription (whoever signed it): a public
+    session's public channel is anyone's, its private and presence channels its
+    participants' only, and a deleted session's nobody's. Subscriptions asked at once share
+    their session checks (api/session_access.py), each with its own verdict."""
+    world = factories.world(db, participants=2, outsiders=1, visibility="public")
+    gone = factories.world(db, participants=1)
+    sql(db, "UPDATE sport_sessions SET deleted_at = now() WHERE id = %s", (gone.session_id,))
+    private = f"private-sport-session.{world.session_id}"
+    presence = f"presence-sport-session.{world.session_id}"
+    public = f"sport-session.{world.session_id}"
+    gone_private = f"private-sport-session.{gone.session_id}"
+    people = {"member": (world.participants[1], (private, presence, public)),
+              "outsider": (world.outsiders[0], (private, presence, public)),
+              "gone": (gone.owner, (gone_private,))}
+    async with pusher_client(server) as m, pusher_client(server) as o, \
+            pusher_client(server) as g:
+        clients = {"member": m, "outsider": o, "gone": g}
+        for who, (user, channels) in people.items():  # every one asked before any answer
+            client, token = clients[who], factories.token(db, user)
+            for channel in channels:
+                request: dict[str, Any] = {"channel": channel}
+                if not channel.startswith("sport-session."):
+                    data = channel_data_for(user, factories.token_id(token), None)
+                    request.update(channel_data=data,
+                                   auth=auth_for(PUSHER, client.socket_id, channel, data))
+                await client.send("pusher:subscribe", request)
+        verdicts = {}
+        for who, (_, channels) in people.items():
+            for channel in channels:
+                frame = await clients[who].expect(_answer_to(channel))
+                verdicts[(who, channel)] = (frame["event"], frame["data"]["message"].split(":")[0]
+                                            if frame["event"] == "pusher:error" else None)
+    ok = ("pusher_internal:subscription_succeeded", None)
+    assert verdicts == {
+        ("member", private): ok, ("member", presence): ok, ("member", public): ok,
+        ("outsider", private): ("pusher:error", "NOT_PARTICIPANT"),
+        ("outsider", presence): ("pusher:error", "NOT_PARTICIPANT"),
+        ("outsider", public): ok,
+        ("gone", gone_private): ("pusher:error", "SESSION_NOT_FOUND"),
+    }
+
+
+def _answer_to(channel: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda f: f.get("channel") == channel and f["event"] in (
+        "pusher_internal:subscription_succeeded", "pusher:error")
 
 
 @pytest.mark.anyio
