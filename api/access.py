@@ -1,6 +1,8 @@
 """Who may read and write a session: its participants, while the session exists.
 
-The REST API and the realtime transports ask the same question the same way.
+The REST API asks it with `api.session_access_v1` (db/functions/api.sql), most often inside
+the statement that does the request's work; the realtime transports ask it in batches
+(api/session_access.py) of the same rows.
 """
 
 from __future__ import annotations

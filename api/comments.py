@@ -116,14 +116,11 @@ async def list_comments(request: Request) -> Response:
             except cursor.InvalidCursor:
                 raise errors.validation(
                     Message("validation.cursor", {"field": "before"})) from None
-        params: dict[str, Any] = {"session_id": session_id, "user_id": user.user_id,
-                                  "limit": query.limit + 1,
-                                  "offset": (query.page - 1) * query.limit}
-        if position is None:
-            cur = await conn.execute(_SQL.list_page, params)
-        else:
-            params.update(before_at=position.created_at, before_id=position.id)
-            cur = await conn.execute(_SQL.list_page_before, params)
+        cur = await conn.execute(_SQL.list_page, {
+            "session_id": session_id, "user_id": user.user_id, "limit": query.limit + 1,
+            "offset": (query.page - 1) * query.limit,
+            "before_at": "infinity" if position is None else position.created_at,
+            "before_id": uuid.UUID(int=0) if position is None else position.id})
         rows = await cur.fetchall()
     refuse_unless_allowed(rows[0][0])
     total = int(rows[0][1])

@@ -414,18 +414,23 @@ def _positive(value: Any) -> bool:
     return stats.finite(value) and value > 0
 
 
+def _run_module(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGS` from the checkout, on the tests' server when one is given."""
+    command = [sys.executable, "-m", *args]
+    server = os.environ.get("COURTSIDE_TEST_DATABASE_URL")
+    if server:
+        command += ["--dsn", server]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
 @pytest.mark.timeout(300)
 def test_quick_run_produces_sane_numbers(tmp_path: Path) -> None:
     # The quick profile budgets 115 s and skips legs that would not fit; on a loaded machine
     # that would skip legs this test must see, so it gets a budget of its own.
-    command = [sys.executable, "-m", "bench", "--quick", "--time-limit", "250",
-               "--out", str(tmp_path)]
-    server = os.environ.get("COURTSIDE_TEST_DATABASE_URL")
-    if server:
-        command += ["--dsn", server]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280,
-                          check=False)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    _run_module(["bench", "--quick", "--time-limit", "250", "--out", str(tmp_path)], 280)
     assert (tmp_path / "quick.md").read_text().startswith("# courtside bench")
     assert (tmp_path / "quick-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "quick.json").read_text())
@@ -504,14 +509,8 @@ def test_rest_ab_runs_both_checkouts_and_reports_every_kind(tmp_path: Path) -> N
     """bench.rest_ab with this checkout on both sides: it serves both, alternates blocks
     and reports each kind's latency and CPU for each."""
     out = tmp_path / "ab.json"
-    command = [sys.executable, "-m", "bench.rest_ab", "--old", str(ROOT), "--new", str(ROOT),
-               "--block", "3", "--blocks", "2", "--out", str(out)]
-    server = os.environ.get("COURTSIDE_TEST_DATABASE_URL")
-    if server:
-        command += ["--dsn", server]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=220,
-                          check=False)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    done = _run_module(["bench.rest_ab", "--old", str(ROOT), "--new", str(ROOT), "--block", "3",
+                        "--blocks", "2", "--out", str(out)], 220)
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"create", "create, 2 mentions", "edit, 2 mentions", "list (20)",
                             "typing", "users online"}

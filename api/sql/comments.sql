@@ -19,26 +19,11 @@ SELECT outcome, body FROM api.delete_comment_v1(
 
 -- name: list_page
 -- One statement, so one snapshot: whether the user may read the session
--- (api.session_access_v1: NULL, no such session), the total and the page, newest first
--- (`created_at, id` is the keyset, index sport_session_comments_listing_idx). Without access
--- or without comments on the page, one row whose comment is NULL.
-WITH a AS MATERIALIZED (
-    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
-SELECT a.access, t.total, p.comment, p.created_at, p.id
-FROM a
-CROSS JOIN LATERAL (
-    SELECT count(*) AS total FROM public.sport_session_comments c
-    WHERE a.access AND c.sport_session_id = %(session_id)s AND c.deleted_at IS NULL) AS t
-LEFT JOIN LATERAL (
-    SELECT realtime.comment_json_v1(c) AS comment, c.created_at, c.id
-    FROM public.sport_session_comments c
-    WHERE a.access AND c.sport_session_id = %(session_id)s AND c.deleted_at IS NULL
-    ORDER BY c.created_at DESC, c.id DESC
-    LIMIT %(limit)s OFFSET %(offset)s) AS p ON true
-ORDER BY p.created_at DESC, p.id DESC
-
--- name: list_page_before
--- As list_page, from a keyset cursor.
+-- (api.session_access_v1: NULL, no such session), the total and the page, newest first,
+-- before the keyset cursor (`created_at, id`; index sport_session_comments_listing_idx).
+-- The first page's cursor is ('infinity', any id): one plan serves every page, the cursor
+-- always in its index condition. Without access or without comments on the page, one row
+-- whose comment is NULL.
 WITH a AS MATERIALIZED (
     SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
 SELECT a.access, t.total, p.comment, p.created_at, p.id

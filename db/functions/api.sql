@@ -57,19 +57,37 @@ $$;
 -- that are not participants, in the order given), 'rate_limited' (body: seconds to wait).
 -- p_origin (X-Socket-ID) is what the transaction's events carry, for sender exclusion.
 
--- The ids among p_users that are not participants of p_session, in the order given; NULL
--- when there are none.
-CREATE OR REPLACE FUNCTION api.strangers_v1(p_session uuid, p_users uuid[])
-RETURNS jsonb
+-- Refusals the writes share, NULL when there is none: the session's, and the mentions'
+-- (body: the ids among p_users that are not participants, in the order given).
+CREATE OR REPLACE FUNCTION api.access_refusal_v1(p_session uuid, p_user uuid)
+RETURNS text
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_access boolean := api.session_access_v1(p_session, p_user);
 BEGIN
-    RETURN (SELECT jsonb_agg(m.id ORDER BY m.n)
-            FROM unnest(p_users) WITH ORDINALITY AS m(id, n)
-            WHERE NOT EXISTS (
-                SELECT 1 FROM public.sport_session_participants p
-                WHERE p.sport_session_id = p_session AND p.user_id = m.id));
+    RETURN CASE WHEN v_access IS NULL THEN 'session_not_found'
+                WHEN NOT v_access THEN 'not_participant' END;
 END
 $$;
+
+-- p_refusal when there is one (the session's, the comment's), else the mentions'.
+CREATE OR REPLACE FUNCTION api.write_refusal_v1(
+    p_refusal text, p_session uuid, p_users uuid[], OUT outcome text, OUT body jsonb)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    outcome := p_refusal;
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    body := (SELECT jsonb_agg(m.id ORDER BY m.n)
+             FROM unnest(p_users) WITH ORDINALITY AS m(id, n)
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM public.sport_session_participants p
+                 WHERE p.sport_session_id = p_session AND p.user_id = m.id));
+    outcome := CASE WHEN body IS NOT NULL THEN 'strangers' END;
+END
+$$;
+DROP FUNCTION IF EXISTS api.strangers_v1(uuid, uuid[]);
 
 -- Create a comment and its mentions, after the mentions' check and the rate limit's hit
 -- (api.rate_hit_v1: a refused creation is not counted).
@@ -78,20 +96,14 @@ CREATE OR REPLACE FUNCTION api.create_comment_v1(
     p_bucket text, p_limit integer, p_window interval, OUT outcome text, OUT body jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_access boolean := api.session_access_v1(p_session, p_user);
     v_wait double precision;
     v_comment public.sport_session_comments;
 BEGIN
-    IF v_access IS NULL OR NOT v_access THEN
-        outcome := CASE WHEN v_access IS NULL THEN 'session_not_found' ELSE 'not_participant' END;
+    SELECT r.outcome, r.body INTO outcome, body
+    FROM api.write_refusal_v1(api.access_refusal_v1(p_session, p_user), p_session, p_mentions)
+        AS r;
+    IF outcome IS NOT NULL THEN
         RETURN;
-    END IF;
-    IF cardinality(p_mentions) > 0 THEN
-        body := api.strangers_v1(p_session, p_mentions);
-        IF body IS NOT NULL THEN
-            outcome := 'strangers';
-            RETURN;
-        END IF;
     END IF;
     v_wait := api.rate_hit_v1(p_bucket, p_limit, p_window);
     IF v_wait > 0 THEN
@@ -119,11 +131,11 @@ CREATE OR REPLACE FUNCTION api.lock_own_comment_v1(p_session uuid, p_comment uui
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_access boolean := api.session_access_v1(p_session, p_user);
+    v_refusal text := api.access_refusal_v1(p_session, p_user);
     v_author uuid;
 BEGIN
-    IF v_access IS NULL OR NOT v_access THEN
-        RETURN CASE WHEN v_access IS NULL THEN 'session_not_found' ELSE 'not_participant' END;
+    IF v_refusal IS NOT NULL THEN
+        RETURN v_refusal;
     END IF;
     SELECT c.user_id INTO v_author
     FROM public.sport_session_comments c
@@ -148,16 +160,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_comment public.sport_session_comments;
 BEGIN
-    outcome := api.lock_own_comment_v1(p_session, p_comment, p_user);
+    -- The comment's lock first, then its mentions' check.
+    SELECT r.outcome, r.body INTO outcome, body
+    FROM api.write_refusal_v1(api.lock_own_comment_v1(p_session, p_comment, p_user), p_session,
+                              p_mentions) AS r;
     IF outcome IS NOT NULL THEN
         RETURN;
-    END IF;
-    IF p_mentions IS NOT NULL THEN
-        body := api.strangers_v1(p_session, p_mentions);
-        IF body IS NOT NULL THEN
-            outcome := 'strangers';
-            RETURN;
-        END IF;
     END IF;
     PERFORM set_config('courtside.origin', coalesce(p_origin, ''), true);
     IF p_mentions IS NOT NULL THEN
