@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import cursor, endpoint, errors, idempotency, ratelimit
-from api.access import can_write_session, refuse_unless_allowed
+from api.access import can_write_session, refusal, refuse
 from api.i18n import Message, negotiate, render
 from api.jsonio import JSONResponse
 from api.models import CommentCreate, CommentUpdate
@@ -45,24 +45,6 @@ async def _write(conn: psycopg.AsyncConnection[Any], query: str, params: dict[st
     if outcome != "ok":
         raise refusal(outcome, body, forbidden_key)
     return body
-
-
-def refusal(outcome: str, body: Any, forbidden_key: str) -> errors.ApiError:
-    """The API error for what a comment write refused (nothing was written)."""
-    if outcome == "session_not_found":
-        return errors.session_not_found()
-    if outcome == "not_participant":
-        return errors.not_participant()
-    if outcome == "comment_not_found":
-        return errors.comment_not_found()
-    if outcome == "forbidden":
-        return errors.forbidden(forbidden_key)
-    if outcome == "strangers":
-        return errors.validation(Message("validation.mentions_not_participants",
-                                         {"ids": ", ".join(str(i) for i in body)}))
-    if outcome == "rate_limited":
-        return errors.rate_limited(float(body))
-    raise AssertionError(f"unknown outcome of a comment write: {outcome!r}")
 
 
 def _envelope(data: Any, message_key: str, request: Request, status: int = 200,
@@ -122,7 +104,7 @@ async def list_comments(request: Request) -> Response:
             "before_at": "infinity" if position is None else position.created_at,
             "before_id": uuid.UUID(int=0) if position is None else position.id})
         rows = await cur.fetchall()
-    refuse_unless_allowed(rows[0][0])
+    refuse(rows[0][0])
     total = int(rows[0][1])
     found = [(comment, at, cid) for _, _, comment, at, cid in rows if comment is not None]
     page = found[:query.limit]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import endpoint
-from api.access import refuse_unless_allowed
+from api.access import refuse
 from api.auth import AuthUser
 from api.i18n import negotiate, render
 from api.jsonio import JSONResponse
@@ -42,7 +42,7 @@ async def join(request: Request) -> Response:
             **_where(session_id, user), "ttl": endpoint.config(request).presence_ttl})
         row = await cur.fetchone()
     assert row is not None
-    refuse_unless_allowed(row[0])
+    refuse(row[0])
     assert row[1] is not None, "the row presence_join_v1 just wrote"
     return JSONResponse({
         "success": True,
@@ -57,7 +57,7 @@ async def leave(request: Request) -> Response:
         cur = await conn.execute(_SQL.leave, _where(session_id, user))
         row = await cur.fetchone()
     assert row is not None
-    refuse_unless_allowed(row[0])
+    refuse(row[0])
     return JSONResponse({
         "success": True,
         "data": {"sessionId": str(session_id), "userId": str(user.user_id), "leftAt": row[2]},
@@ -78,7 +78,7 @@ async def typing(request: Request) -> Response:
             "for_seconds": endpoint.config(request).typing_ttl, "origin": origin})
         row = await cur.fetchone()
     assert row is not None
-    refuse_unless_allowed(row[0])
+    refuse(row[0])
     return JSONResponse({
         "success": True,
         "data": {"sessionId": str(session_id), "userId": str(user.user_id),
@@ -93,6 +93,6 @@ async def users(request: Request) -> Response:
             "session_id": session_id, "user_id": user.user_id,
             "topic": f"session:{session_id}"})
         rows = await cur.fetchall()
-    refuse_unless_allowed(rows[0][0])
+    refuse(rows[0][0])
     online = [who for _, who in rows if who is not None]
     return JSONResponse({"success": True, "data": online, "total": len(online)})

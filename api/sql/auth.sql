@@ -35,6 +35,6 @@ WHERE id = ANY (%(ids)s::bigint[])
   AND (last_used_at IS NULL
        OR last_used_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(touch_every)s))
 
--- name: session_access
--- NULL: no such session (or soft-deleted). Else whether the user takes part in it.
-SELECT api.session_access_v1(%(session_id)s, %(user_id)s)
+-- name: session_refusal
+-- NULL when the user takes part in the session (api.access_refusal_v1).
+SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s)

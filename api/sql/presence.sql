@@ -1,40 +1,40 @@
 -- Presence through REST: the registry of db/functions/presence.sql. A REST join is a row
 -- with no node and a TTL; conn_id 'rest:<token id>' makes each token one presence.
--- Each asks first whether the user may use the session (api.session_access_v1: NULL, no
--- such session) and does its work only when they may, in the same statement.
+-- Each asks first why the user may not use the session (api.access_refusal_v1, NULL when
+-- they may) and does its work only when they may, in the same statement.
 
 -- name: join
 -- Joins (or renews) and answers the row's joinedAt.
 WITH a AS MATERIALIZED (
-    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
-SELECT a.access,
-       CASE WHEN a.access THEN realtime.presence_rest_join_v1(
+    SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s) AS refusal)
+SELECT a.refusal,
+       CASE WHEN a.refusal IS NULL THEN realtime.presence_rest_join_v1(
            %(topic)s, %(user_id)s, %(conn_id)s, make_interval(secs => %(ttl)s)) END
 FROM a
 
 -- name: leave
 WITH a AS MATERIALIZED (
-    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
-SELECT a.access,
-       CASE WHEN a.access THEN realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s) END,
+    SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s) AS refusal)
+SELECT a.refusal,
+       CASE WHEN a.refusal IS NULL THEN realtime.presence_leave_v1(%(topic)s, %(user_id)s, %(conn_id)s) END,
        realtime.ts_v1(now())
 FROM a
 
 -- name: typing
 WITH a AS MATERIALIZED (
-    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
-SELECT a.access,
-       CASE WHEN a.access THEN realtime.ts_v1(realtime.presence_typing_v1(
+    SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s) AS refusal)
+SELECT a.refusal,
+       CASE WHEN a.refusal IS NULL THEN realtime.ts_v1(realtime.presence_typing_v1(
            %(topic)s, %(user_id)s, %(is_typing)s, make_interval(secs => %(for_seconds)s),
            %(origin)s)) END
 FROM a
 
 -- name: users
--- Without access, one row whose user is NULL.
+-- Refused, one row whose user is NULL.
 WITH a AS MATERIALIZED (
-    SELECT api.session_access_v1(%(session_id)s, %(user_id)s) AS access)
-SELECT a.access, u.online
+    SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s) AS refusal)
+SELECT a.refusal, u.online
 FROM a
 LEFT JOIN LATERAL (
-    SELECT l.online FROM realtime.presence_list_v1(%(topic)s) AS l(online) WHERE a.access
-) AS u ON true
+    SELECT l.online FROM realtime.presence_list_v1(%(topic)s) AS l(online)
+    WHERE a.refusal IS NULL) AS u ON true

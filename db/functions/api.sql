@@ -33,21 +33,6 @@ LANGUAGE sql AS $$
     DELETE FROM api.rate_limits WHERE updated_at < now() - p_window;
 $$;
 
--- Whether p_user may read and write p_session: NULL when there is no such session (or it is
--- soft-deleted), else whether they take part in it. api/sql/auth.sql `session_access` asks it
--- for a read, the comment writes below inside their own transaction.
-CREATE OR REPLACE FUNCTION api.session_access_v1(p_session uuid, p_user uuid)
-RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (SELECT EXISTS (
-                SELECT 1 FROM public.sport_session_participants p
-                WHERE p.sport_session_id = s.id AND p.user_id = p_user)
-            FROM public.sport_sessions s
-            WHERE s.id = p_session AND s.deleted_at IS NULL);
-END
-$$;
-
 -- The comment writes of the REST API (api/comments.py), each the whole request's
 -- transaction in one call: one round trip, where a statement per step took six to eleven.
 -- Each checks what the request may do before it writes anything, and answers
@@ -57,20 +42,29 @@ $$;
 -- that are not participants, in the order given), 'rate_limited' (body: seconds to wait).
 -- p_origin (X-Socket-ID) is what the transaction's events carry, for sender exclusion.
 
--- Refusals the writes share, NULL when there is none: the session's, and the mentions'
--- (body: the ids among p_users that are not participants, in the order given).
+-- Why p_user may not read or write p_session: 'session_not_found' (no such session, or
+-- soft-deleted), 'not_participant'; NULL when they may. Every REST request on a session asks
+-- it (api/access.py), most inside the statement or function that does its work.
 CREATE OR REPLACE FUNCTION api.access_refusal_v1(p_session uuid, p_user uuid)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_access boolean := api.session_access_v1(p_session, p_user);
+    v_participant boolean;
 BEGIN
-    RETURN CASE WHEN v_access IS NULL THEN 'session_not_found'
-                WHEN NOT v_access THEN 'not_participant' END;
+    SELECT EXISTS (
+               SELECT 1 FROM public.sport_session_participants p
+               WHERE p.sport_session_id = s.id AND p.user_id = p_user)
+    INTO v_participant
+    FROM public.sport_sessions s
+    WHERE s.id = p_session AND s.deleted_at IS NULL;
+    RETURN CASE WHEN v_participant IS NULL THEN 'session_not_found'
+                WHEN NOT v_participant THEN 'not_participant' END;
 END
 $$;
+DROP FUNCTION IF EXISTS api.session_access_v1(uuid, uuid);
 
--- p_refusal when there is one (the session's, the comment's), else the mentions'.
+-- p_refusal when there is one (the session's, the comment's), else the mentions' (body:
+-- the ids among p_users that are not participants, in the order given).
 CREATE OR REPLACE FUNCTION api.write_refusal_v1(
     p_refusal text, p_session uuid, p_users uuid[], OUT outcome text, OUT body jsonb)
 LANGUAGE plpgsql STABLE AS $$
