@@ -50,6 +50,9 @@ _COUNTERS = {
                       "Transactions that made queued presence leaves (bridge/leaves.py)."),
     "leave_retries": ("courtside_presence_leave_retries",
                       "Batches of presence leaves tried again after a database failure."),
+    "join_batches": ("courtside_presence_join_batches",
+                     "Transactions that made presence joins of this node's connections "
+                     "(bridge/joins.py)."),
 }
 _GAUGES = {
     "ready": ("courtside_ready", "1 while LISTEN is connected and every topic is caught up."),
@@ -58,6 +61,8 @@ _GAUGES = {
     "queued": ("courtside_queued_events", "Events waiting in subscription queues."),
     "leaves_queued": ("courtside_presence_leaves_queued",
                       "Presence leaves of closed connections not made yet."),
+    "joins_queued": ("courtside_presence_joins_queued",
+                     "Presence joins of subscribing connections waiting or running."),
 }
 # psycopg_pool's get_stats() keys; the counters appear there once they are non-zero.
 _POOL_GAUGES = {

@@ -98,6 +98,8 @@ class Bridge:
             "leaves_queued": len(self.presence.leaves),
             "leave_batches": self.presence.leaves.batches,
             "leave_retries": self.presence.leaves.retries,
+            "joins_queued": len(self.presence.joins),
+            "join_batches": self.presence.joins.batches,
         }
 
     # --- lifetime ----------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class Bridge:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._catch_up_loop, hub)
                 await tg.start(self.presence.leaves.run)
+                await tg.start(self.presence.joins.run)
                 await tg.start(self._listener.run)
                 try:
                     await self.presence.heartbeat()

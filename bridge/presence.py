@@ -26,6 +26,7 @@ from bridge import sqlfile
 from bridge.config import BridgeConfig
 from bridge.errors import BridgeUnavailable
 from bridge.finish import query_connection
+from bridge.joins import JoinQueue
 from bridge.leaves import Key, Leave, LeaveQueue
 
 log = logging.getLogger("courtside.bridge")
@@ -47,6 +48,7 @@ class Presence:
         self._beating = False
         self.leaves = LeaveQueue(self._leave_batch, backoff_initial=config.backoff_initial,
                                  backoff_max=config.backoff_max)
+        self.joins = JoinQueue(self._join_batch, finish_timeout=config.query_timeout)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -66,18 +68,20 @@ class Presence:
 
     async def join(self, topic: str, user_id: UserId, conn_id: str, *,
                    ttl: float | None = None) -> bool:
-        """Join; True if the user just came online. ``ttl`` None: a connection of this node."""
-        node_id = self.node_id if ttl is None else None
+        """Join; True if the user just came online. ``ttl`` None: a connection of this node,
+        joined in a batch with the others that join meanwhile (bridge/joins.py)."""
         key = (topic, str(user_id), conn_id)
         leaving = self.leaves.pending(key)
         if leaving is not None:
             with anyio.move_on_after(self._config.query_timeout):
                 await leaving.done.wait()
-        became = await self._one(_SQL.join, {"topic": topic, "user_id": key[1],
-                                             "conn_id": conn_id, "node_id": node_id, "ttl": ttl})
-        if ttl is None:
-            self._local[key] = None
-        return bool(became)
+        if ttl is not None:
+            return bool(await self._one(_SQL.join, {"topic": topic, "user_id": key[1],
+                                                    "conn_id": conn_id, "node_id": None,
+                                                    "ttl": ttl}))
+        became = await self.joins.join(key)
+        self._local[key] = None
+        return became
 
     async def leave(self, topic: str, user_id: UserId, conn_id: str) -> bool:
         """Leave; True if the user just went offline. The leave is made even if the caller
@@ -100,6 +104,15 @@ class Presence:
             raise BridgeUnavailable("presence leave not made: the node stopped, or its batch "
                                     "failed on an error logged with it")
         return leave.went_offline
+
+    async def _join_batch(self, keys: list[Key]) -> list[bool]:
+        params = {"topics": [k[0] for k in keys], "user_ids": [k[1] for k in keys],
+                  "conn_ids": [k[2] for k in keys], "node_id": self.node_id}
+        async with self._conn() as conn:
+            cur = await conn.execute(_SQL.join_many, params)
+            rows = await cur.fetchall()
+        came = dict(rows)
+        return [bool(came.get(i + 1)) for i in range(len(keys))]
 
     async def _leave_batch(self, keys: list[Key]) -> list[bool]:
         params = {"topics": [k[0] for k in keys], "user_ids": [k[1] for k in keys],

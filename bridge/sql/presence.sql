@@ -4,6 +4,11 @@
 SELECT realtime.presence_join_v1(%(topic)s, %(user_id)s, %(conn_id)s, %(node_id)s,
                                  make_interval(secs => %(ttl)s))
 
+-- name: join_many
+SELECT j.ord, j.came_online
+FROM realtime.presence_join_many_v1(%(topics)s::text[], %(user_ids)s::uuid[],
+                                    %(conn_ids)s::text[], %(node_id)s) AS j
+
 -- name: leave_many
 SELECT l.ord, l.went_offline
 FROM realtime.presence_leave_many_v1(%(topics)s::text[], %(user_ids)s::uuid[],

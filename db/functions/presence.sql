@@ -70,6 +70,31 @@ BEGIN
 END
 $$;
 
+-- Join many realtime connections of node p_node_id at once (bridge/joins.py: connections
+-- that subscribed together, as after a deploy or a network blip), in one transaction. The
+-- per-(topic, user) locks are taken in the global order of presence_leave_many_v1, so a
+-- batch of joins and a batch of leaves cannot deadlock on each other. Returns, for each
+-- position of the input (1-based), whether that join brought its user online.
+CREATE OR REPLACE FUNCTION realtime.presence_join_many_v1(
+    p_topics text[], p_user_ids uuid[], p_conn_ids text[], p_node_id text)
+RETURNS TABLE (ord bigint, came_online boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT t.ord, t.topic, t.user_id, t.conn_id
+        FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
+            AS t(topic, user_id, conn_id, ord)
+        ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+    LOOP
+        ord := r.ord;
+        came_online := realtime.presence_join_v1(r.topic, r.user_id, r.conn_id, p_node_id, NULL);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- A REST join (api/presence.py): join, and the row's joinedAt as the API shows it, in one
 -- call and one round trip. PL/pgSQL: its SELECT runs after the join, and sees its row.
 CREATE OR REPLACE FUNCTION realtime.presence_rest_join_v1(
