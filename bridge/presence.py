@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bridge import sqlfile
 from bridge.config import BridgeConfig
-from bridge.errors import BridgeUnavailable
+from bridge.errors import BridgeError, BridgeUnavailable
 from bridge.finish import query_connection
 from bridge.joins import JoinQueue
 from bridge.leaves import Key, Leave, LeaveQueue
@@ -46,6 +46,7 @@ class Presence:
         self._config = config
         self._local: dict[Key, None] = {}
         self._beating = False
+        self._rejoin_owed = False  # a reaped node's connections not all joined again yet
         self.leaves = LeaveQueue(self._leave_batch, backoff_initial=config.backoff_initial,
                                  backoff_max=config.backoff_max)
         self.joins = JoinQueue(self._join_batch, finish_timeout=config.query_timeout)
@@ -144,7 +145,8 @@ class Presence:
     # --- the node's own life -----------------------------------------------------------------
 
     async def heartbeat(self) -> bool:
-        """Say this node is alive. True if the node had been reaped and its rows were re-joined."""
+        """Say this node is alive. True if the node had been reaped; its connections are then
+        joined again (and again at each heartbeat, until every one of them is)."""
         params = {"node_id": self.node_id}
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(_SQL.node_known, params)
@@ -156,9 +158,35 @@ class Presence:
         if reaped and self._local:
             log.warning("node %s was reaped; joining its %d connections again",
                         self.node_id, len(self._local))
-            for topic, user_id, conn_id in list(self._local):
-                await self.join(topic, user_id, conn_id)
+            self._rejoin_owed = True
+        if self._rejoin_owed:
+            self._rejoin_owed = not await self._join_again()
         return reaped
+
+    async def _join_again(self) -> bool:
+        """Join every connection of this node again, all at once (in the joins' batches).
+        False if some could not be, for the next heartbeat to try again."""
+        failed: list[BridgeError] = []
+
+        async def again(key: Key) -> None:
+            if key not in self._local:
+                return  # gone since: its leave has nothing to remove
+            try:
+                await self.joins.join(key)
+                if key not in self._local:
+                    # Its connection left while this join waited: that leave may have run
+                    # first, and this join then wrote a row nobody would remove.
+                    self.leaves.submit(key)
+            except BridgeError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for key in list(self._local):
+                tg.start_soon(again, key)
+        if failed:
+            log.warning("node %s: %d connections not joined again (%s); trying at the next "
+                        "heartbeat", self.node_id, len(failed), failed[0])
+        return not failed
 
     async def reap(self) -> int:
         gone = await self._one(_SQL.reap, {"lock": REAP_LOCK, "ttl": self._config.node_ttl})
@@ -167,6 +195,7 @@ class Presence:
     async def leave_node(self) -> int:
         self._local.clear()
         self._beating = False
+        self._rejoin_owed = False
         gone = await self._one(_SQL.node_leave, {"node_id": self.node_id})
         return int(gone or 0)
 

@@ -200,3 +200,42 @@ async def test_joins_still_queued_when_the_node_stops_fail_as_closed() -> None:
     assert len(results) == 2
     assert all(isinstance(r, BridgeClosed) for r in results)
     assert len(queue) == 0
+
+
+def in_lock_order(dsn: str, topic: str, users: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The users in the order a batch takes their (topic, user) locks."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT u FROM unnest(%s::uuid[]) AS u"
+            " ORDER BY hashtextextended(%s || '|' || u::text, 7)", (users, topic)).fetchall()
+    return [r[0] for r in rows]
+
+
+async def test_a_reaped_node_joins_again_but_not_a_connection_that_left_meanwhile(
+        db: str) -> None:
+    # A node reaped (its heartbeat lost for longer than the TTL) joins its connections again.
+    # One of them closes while that join waits, and its leave runs first, finding nothing to
+    # remove: the join must not leave its row behind, online for as long as the node lives.
+    w = factories.world(db, participants=2)
+    first, second = in_lock_order(db, w.topic, list(w.participants))
+    async with running(db, node_id="node-a") as a:
+        assert await a.presence.join(w.topic, first, "k1") is True
+        assert await a.presence.join(w.topic, second, "k2") is True
+        async with user_locked(db, w.topic, first):
+            # The node's rows vanish, as a crash recovery empties unlogged tables (the
+            # reaper would wait for first's lock, which this test holds).
+            with psycopg.connect(db, autocommit=True) as conn:
+                conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'node-a'")
+                conn.execute("DELETE FROM realtime.presence WHERE node_id = 'node-a'")
+            # The next heartbeat joins both again, in one batch that waits on first's lock.
+            deadline = anyio.current_time() + 5
+            while await lock_waits(db) == 0:
+                assert anyio.current_time() < deadline, "the node never joined again"
+                await anyio.sleep(0.02)
+            # second's connection closes now; its leave does not wait on first's lock.
+            with anyio.fail_after(5):
+                assert await a.presence.leave(w.topic, second, "k2") is False
+        await wait_for(lambda: presence_rows(db, w.topic) == [(str(first), "k1")], 5,
+                       "first joined again, and second's row gone")
+        await anyio.sleep(1.0)  # three more heartbeats: nothing comes back
+        assert presence_rows(db, w.topic) == [(str(first), "k1")]
