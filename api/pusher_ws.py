@@ -465,7 +465,7 @@ class PusherConnection(RealtimeSocket[int, _Channel, Action]):
                             joined = True
                             await self.rt.bridge.presence.join(topic, user_id, stay)
                             members = [m for m in map(member_of, await
-                                                      self.rt.bridge.presence.list(topic))
+                                                      self.rt.presence_lists.get(topic))
                                        if m is not None]
                     await self.send(subscription_succeeded(name, members))
                     del members
