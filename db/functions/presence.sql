@@ -70,11 +70,24 @@ BEGIN
 END
 $$;
 
+-- A batch of presence changes (topics, users and connections, position by position) in the
+-- order of their (topic, user) lock keys (presence_lock_v1), then of their positions: every
+-- batch takes its locks in this one global order, so two batches, whatever they do, cannot
+-- deadlock on each other. ord: the 1-based position in the input.
+CREATE OR REPLACE FUNCTION realtime.presence_lock_order_v1(
+    p_topics text[], p_user_ids uuid[], p_conn_ids text[])
+RETURNS TABLE (ord bigint, topic text, user_id uuid, conn_id text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT t.ord, t.topic, t.user_id, t.conn_id
+    FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
+        AS t(topic, user_id, conn_id, ord)
+    ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+$$;
+
 -- Join many realtime connections of node p_node_id at once (bridge/joins.py: connections
--- that subscribed together, as after a deploy or a network blip), in one transaction. The
--- per-(topic, user) locks are taken in the global order of presence_leave_many_v1, so a
--- batch of joins and a batch of leaves cannot deadlock on each other. Returns, for each
--- position of the input (1-based), whether that join brought its user online.
+-- that subscribed together, as after a deploy or a network blip), in one transaction, in
+-- presence_lock_order_v1's order. Returns, for each position of the input (1-based), whether
+-- that join brought its user online.
 CREATE OR REPLACE FUNCTION realtime.presence_join_many_v1(
     p_topics text[], p_user_ids uuid[], p_conn_ids text[], p_node_id text)
 RETURNS TABLE (ord bigint, came_online boolean)
@@ -82,11 +95,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN
-        SELECT t.ord, t.topic, t.user_id, t.conn_id
-        FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
-            AS t(topic, user_id, conn_id, ord)
-        ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+    FOR r IN SELECT * FROM realtime.presence_lock_order_v1(p_topics, p_user_ids, p_conn_ids)
     LOOP
         ord := r.ord;
         came_online := realtime.presence_join_v1(r.topic, r.user_id, r.conn_id, p_node_id, NULL);
@@ -144,9 +153,8 @@ END
 $$;
 
 -- Leave many at once (bridge/leaves.py: a node's connections that closed together), in one
--- transaction. The per-(topic, user) locks are taken in one global order, so two nodes'
--- batches cannot deadlock on each other; they are held to commit, which makes `user.offline`
--- and a concurrent join on another node still agree. Returns, for each position of the
+-- transaction, in presence_lock_order_v1's order. The locks are held to commit, which makes
+-- `user.offline` and a concurrent join on another node still agree. Returns, for each position of the
 -- input (1-based), whether that leave took its user offline.
 CREATE OR REPLACE FUNCTION realtime.presence_leave_many_v1(
     p_topics text[], p_user_ids uuid[], p_conn_ids text[])
@@ -155,11 +163,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN
-        SELECT t.ord, t.topic, t.user_id, t.conn_id
-        FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
-            AS t(topic, user_id, conn_id, ord)
-        ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+    FOR r IN SELECT * FROM realtime.presence_lock_order_v1(p_topics, p_user_ids, p_conn_ids)
     LOOP
         ord := r.ord;
         went_offline := realtime.presence_leave_v1(r.topic, r.user_id, r.conn_id);
