@@ -123,6 +123,7 @@ class Bridge:
                 except BridgeUnavailable as exc:
                     log.warning("first node heartbeat failed: %s", exc)
                 tg.start_soon(self.presence.run_heartbeat)
+                tg.start_soon(self.presence.run_rejoin)
                 tg.start_soon(self.presence.run_reaper)
                 if self.config.retention is not None:
                     tg.start_soon(self._prune_loop, self.config.retention)

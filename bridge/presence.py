@@ -46,7 +46,7 @@ class Presence:
         self._config = config
         self._local: dict[Key, None] = {}
         self._beating = False
-        self._rejoin_owed = False  # a reaped node's connections not all joined again yet
+        self._rejoin_wanted = anyio.Event()  # set: this node's connections to join again
         self.leaves = LeaveQueue(self._leave_batch, backoff_initial=config.backoff_initial,
                                  backoff_max=config.backoff_max)
         self.joins = JoinQueue(self._join_batch, finish_timeout=config.query_timeout)
@@ -146,7 +146,7 @@ class Presence:
 
     async def heartbeat(self) -> bool:
         """Say this node is alive. True if the node had been reaped; its connections are then
-        joined again (and again at each heartbeat, until every one of them is)."""
+        joined again (`run_rejoin`)."""
         params = {"node_id": self.node_id}
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(_SQL.node_known, params)
@@ -158,14 +158,23 @@ class Presence:
         if reaped and self._local:
             log.warning("node %s was reaped; joining its %d connections again",
                         self.node_id, len(self._local))
-            self._rejoin_owed = True
-        if self._rejoin_owed:
-            self._rejoin_owed = not await self._join_again()
+            self._rejoin_wanted.set()
         return reaped
+
+    async def run_rejoin(self) -> None:
+        """Join this node's connections again each time a heartbeat finds it was reaped, and
+        until every one is. Apart from the heartbeat: a re-join held up (a lock, a slow
+        database) must not stop the heartbeats, or the node is reaped again meanwhile."""
+        while True:
+            await self._rejoin_wanted.wait()
+            self._rejoin_wanted = anyio.Event()
+            if not await self._join_again():
+                await anyio.sleep(self._config.heartbeat_interval)
+                self._rejoin_wanted.set()
 
     async def _join_again(self) -> bool:
         """Join every connection of this node again, all at once (in the joins' batches).
-        False if some could not be, for the next heartbeat to try again."""
+        False if some could not be."""
         failed: list[BridgeError] = []
 
         async def again(key: Key) -> None:
@@ -184,8 +193,8 @@ class Presence:
             for key in list(self._local):
                 tg.start_soon(again, key)
         if failed:
-            log.warning("node %s: %d connections not joined again (%s); trying at the next "
-                        "heartbeat", self.node_id, len(failed), failed[0])
+            log.warning("node %s: %d connections not joined again (%s); trying again",
+                        self.node_id, len(failed), failed[0])
         return not failed
 
     async def reap(self) -> int:
@@ -195,7 +204,6 @@ class Presence:
     async def leave_node(self) -> int:
         self._local.clear()
         self._beating = False
-        self._rejoin_owed = False
         gone = await self._one(_SQL.node_leave, {"node_id": self.node_id})
         return int(gone or 0)
 

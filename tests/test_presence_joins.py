@@ -239,3 +239,35 @@ async def test_a_reaped_node_joins_again_but_not_a_connection_that_left_meanwhil
                        "first joined again, and second's row gone")
         await anyio.sleep(1.0)  # three more heartbeats: nothing comes back
         assert presence_rows(db, w.topic) == [(str(first), "k1")]
+
+
+def heartbeat_age(dsn: str, node_id: str) -> float | None:
+    """Seconds since the node's last heartbeat; None once it is reaped."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT extract(epoch FROM now() - heartbeat_at)::float8"
+                           " FROM realtime.nodes WHERE node_id = %s", (node_id,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+async def test_a_reaped_node_keeps_its_heartbeat_while_its_rejoin_is_held_up(db: str) -> None:
+    # The re-join waits on a lock for longer than the node TTL (FAST: 1.5 s; the batch's
+    # query timeout is 3 s): the heartbeats must go on meanwhile, or the node is reaped again.
+    w = factories.world(db, participants=1)
+    (alice,) = w.participants
+    async with running(db, node_id="node-a") as a:
+        assert await a.presence.join(w.topic, alice, "k") is True
+        ages: list[float | None] = []
+        async with user_locked(db, w.topic, alice):
+            with psycopg.connect(db, autocommit=True) as conn:  # as a crash recovery does
+                conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'node-a'")
+                conn.execute("DELETE FROM realtime.presence WHERE node_id = 'node-a'")
+            deadline = anyio.current_time() + 5
+            while await lock_waits(db) == 0:
+                assert anyio.current_time() < deadline, "the node never joined again"
+                await anyio.sleep(0.02)
+            for _ in range(12):  # 2.4 s
+                await anyio.sleep(0.2)
+                ages.append(heartbeat_age(db, "node-a"))
+        assert all(age is not None and age < 1.0 for age in ages), ages
+        await wait_for(lambda: presence_rows(db, w.topic) == [(str(alice), "k")], 5,
+                       "alice joined again")
