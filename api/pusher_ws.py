@@ -645,6 +645,16 @@ async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> Non
     if registry.count >= config.max_connections:
         await _refuse(websocket, PusherCode.OVER_CAPACITY, "Over capacity")
         return
+    # Counted from here, before the first await: handshakes arriving together must not all
+    # pass the limit while none of them is counted yet.
+    registry.count += 1
+    try:
+        await _admit_and_run(websocket, rt, registry)
+    finally:
+        registry.count -= 1
+
+
+async def _admit_and_run(websocket: WebSocket, rt: Realtime, registry: PusherRegistry) -> None:
     principal: Principal | None = None
     authorization = websocket.headers.get("authorization")
     ticket = websocket.query_params.get("ticket")
@@ -663,7 +673,6 @@ async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> Non
                           _describe(refused))
             return
     registry.listen(rt.bridge)
-    registry.count += 1
     conn = PusherConnection(rt, registry, websocket, principal)
     # Every header this endpoint needs has been read; the list would otherwise live as long
     # as the connection (shared by the scope, Starlette's Headers and uvicorn).
@@ -672,5 +681,4 @@ async def pusher_endpoint(websocket: WebSocket, registry: PusherRegistry) -> Non
         await websocket.accept()
         await conn.run()
     finally:
-        registry.count -= 1
         conn.release_slot()

@@ -124,6 +124,9 @@ def _environment(system: str, db: BenchDB, port: int) -> dict[str, str]:
             # One bench user holds many of the connections (presence would otherwise send
             # every join to every subscriber: N² frames before the measurement starts).
             "COURTSIDE_RT_CONNECTIONS_PER_USER": "1000000",
+            # The connections scenario holds its N plus a few warm ones: past the default
+            # 10,000 Pusher connections of a process, the last would be refused (4100).
+            "COURTSIDE_PUSHER_MAX_CONNECTIONS": "1000000",
         })
     return env
 

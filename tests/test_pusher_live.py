@@ -432,6 +432,37 @@ async def test_over_capacity(db: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_over_capacity_holds_for_handshakes_at_once(db: str) -> None:
+    # Connections with a bearer token are authenticated (a database read) before they are
+    # accepted: many arriving together must not all pass the limit while none is counted yet.
+    cap, n = 3, 16
+    world = factories.world(db, participants=n)
+    tokens = [factories.token(db, u) for u in world.participants]
+    config = PusherConfig(key=PUSHER.key, secret=PUSHER.secret, max_connections=cap)
+    with running(build_pusher_app(db, config)) as base:
+        firsts: list[dict[str, Any]] = []
+        all_answered, release = anyio.Event(), anyio.Event()
+
+        async def one(token: str) -> None:
+            async with connect(app_url(base), open_timeout=10, close_timeout=2,
+                               additional_headers={"Authorization": f"Bearer {token}"}) as conn:
+                firsts.append(orjson.loads(await conn.recv()))
+                if len(firsts) == n:
+                    all_answered.set()
+                await release.wait()  # held open until every one has its answer
+
+        async with anyio.create_task_group() as tg:
+            for token in tokens:
+                tg.start_soon(one, token)
+            with anyio.fail_after(20):
+                await all_answered.wait()
+            release.set()
+    events = sorted(f["event"] for f in firsts)
+    assert events == ["pusher:connection_established"] * cap + ["pusher:error"] * (n - cap)
+    assert all(f["data"]["code"] == 4100 for f in firsts if f["event"] == "pusher:error")
+
+
+@pytest.mark.anyio
 async def test_presence_typing_and_comments_through_asgi_sends(db: str) -> None:
     """With permessage-deflate negotiated there is no frame writer and no sink: every event
     goes through the channel's drain task and ASGI sends — the same frames, in order."""
