@@ -42,6 +42,24 @@ async def user_locked(dsn: str, topic: str, user: uuid.UUID) -> AsyncIterator[No
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
 
 
+async def until_a_lock_wait(dsn: str, what: str) -> None:
+    """Until some backend waits on a lock (a batch on the lock this test holds)."""
+    deadline = anyio.current_time() + 5
+    while await lock_waits(dsn) == 0:
+        assert anyio.current_time() < deadline, what
+        await anyio.sleep(0.02)
+
+
+async def crash_node_and_wait_for_its_rejoin(dsn: str, node_id: str) -> None:
+    """The node's rows vanish, as a crash recovery empties unlogged tables (the reaper
+    would wait for the lock the test holds); its next heartbeat finds it unknown and joins
+    its connections again, in a batch that waits on that lock."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM realtime.nodes WHERE node_id = %s", (node_id,))
+        conn.execute("DELETE FROM realtime.presence WHERE node_id = %s", (node_id,))
+    await until_a_lock_wait(dsn, "the node never joined again")
+
+
 async def test_a_crowd_joins_in_a_few_batches_and_each_user_comes_online_once(db: str) -> None:
     users_n, tabs = 40, 3
     w = factories.world(db, participants=users_n)
@@ -87,10 +105,7 @@ async def test_a_join_given_up_while_queued_is_not_made_one_running_is_made_firs
         async with anyio.create_task_group() as tg, user_locked(db, w.topic, alice):
             # alice's batch runs and waits on her lock ...
             tg.start_soon(join_giving_up, alice, "a", 0.5)
-            deadline = anyio.current_time() + 5
-            while await lock_waits(db) == 0:
-                assert anyio.current_time() < deadline, "alice's join never ran"
-                await anyio.sleep(0.02)
+            await until_a_lock_wait(db, "alice's join never ran")
             # ... bob's join is queued behind it, and his caller gives up on it ...
             await join_giving_up(bob, "b", 0.2)
             assert outcomes == [("gave up", [])]
@@ -222,16 +237,8 @@ async def test_a_reaped_node_joins_again_but_not_a_connection_that_left_meanwhil
         assert await a.presence.join(w.topic, first, "k1") is True
         assert await a.presence.join(w.topic, second, "k2") is True
         async with user_locked(db, w.topic, first):
-            # The node's rows vanish, as a crash recovery empties unlogged tables (the
-            # reaper would wait for first's lock, which this test holds).
-            with psycopg.connect(db, autocommit=True) as conn:
-                conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'node-a'")
-                conn.execute("DELETE FROM realtime.presence WHERE node_id = 'node-a'")
-            # The next heartbeat joins both again, in one batch that waits on first's lock.
-            deadline = anyio.current_time() + 5
-            while await lock_waits(db) == 0:
-                assert anyio.current_time() < deadline, "the node never joined again"
-                await anyio.sleep(0.02)
+            # Both are joined again, in one batch that waits on first's lock.
+            await crash_node_and_wait_for_its_rejoin(db, "node-a")
             # second's connection closes now; its leave does not wait on first's lock.
             with anyio.fail_after(5):
                 assert await a.presence.leave(w.topic, second, "k2") is False
@@ -258,13 +265,7 @@ async def test_a_reaped_node_keeps_its_heartbeat_while_its_rejoin_is_held_up(db:
         assert await a.presence.join(w.topic, alice, "k") is True
         ages: list[float | None] = []
         async with user_locked(db, w.topic, alice):
-            with psycopg.connect(db, autocommit=True) as conn:  # as a crash recovery does
-                conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'node-a'")
-                conn.execute("DELETE FROM realtime.presence WHERE node_id = 'node-a'")
-            deadline = anyio.current_time() + 5
-            while await lock_waits(db) == 0:
-                assert anyio.current_time() < deadline, "the node never joined again"
-                await anyio.sleep(0.02)
+            await crash_node_and_wait_for_its_rejoin(db, "node-a")
             for _ in range(12):  # 2.4 s
                 await anyio.sleep(0.2)
                 ages.append(heartbeat_age(db, "node-a"))
