@@ -49,7 +49,9 @@ class Presence:
         self._rejoin_wanted = anyio.Event()  # set: this node's connections to join again
         self.leaves = LeaveQueue(self._leave_batch, backoff_initial=config.backoff_initial,
                                  backoff_max=config.backoff_max)
-        self.joins = JoinQueue(self._join_batch, finish_timeout=config.query_timeout)
+        # A batch waits for a pooled connection, then queries, each within query_timeout
+        # (bridge/finish.py): a caller cancelled meanwhile waits that long for its row.
+        self.joins = JoinQueue(self._join_batch, finish_timeout=2 * config.query_timeout)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import anyio
 import psycopg
@@ -18,7 +19,7 @@ from bridge import BridgeClosed, BridgeUnavailable
 from bridge.joins import JoinQueue
 from bridge.leaves import Key
 from tests import factories
-from tests.bridge_helpers import Collector, collect, running, wait_for
+from tests.bridge_helpers import FAST, Collector, collect, running, wait_for
 from tests.test_presence_leaves import lock_waits, presence_rows
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +121,32 @@ async def test_a_join_given_up_while_queued_is_not_made_one_running_is_made_firs
         assert outcomes[1] in [("gave up", ["a"]), ("gave up", ["a", "c"])]
         assert outcomes[2] is True
         assert [c for _, c in presence_rows(db, w.topic)] == ["a", "c"]
+
+
+async def test_a_join_given_up_while_its_batch_waits_for_a_connection_is_made_first(
+        db: str) -> None:
+    # The batch waits for the pool's one connection (up to query_timeout), then for a lock in
+    # its query (up to query_timeout again): its caller, cancelled at once, must wait for all
+    # of it, not one query_timeout, or its row comes after it has gone on.
+    w = factories.world(db, participants=1)
+    (alice,) = w.participants
+    # (node_ttl: the heartbeats, held up too, must not get the node reaped meanwhile)
+    config = replace(FAST, pool_min_size=1, pool_max_size=1, query_timeout=1.0, node_ttl=30.0)
+    async with running(db, node_id="node-a", config=config) as a:
+        seen: list[list[str]] = []
+
+        async def join_giving_up() -> None:
+            with anyio.move_on_after(0.2):
+                await a.presence.join(w.topic, alice, "k")
+            seen.append([c for _, c in presence_rows(db, w.topic)])
+
+        async with anyio.create_task_group() as tg, user_locked(db, w.topic, alice):
+            async with a.pool.connection():
+                tg.start_soon(join_giving_up)
+                await anyio.sleep(0.8)
+            await anyio.sleep(0.8)  # the batch has the connection, and waits on the lock
+            assert seen == []
+        assert seen == [["k"]]
 
 
 async def test_batches_of_joins_and_leaves_on_two_nodes_do_not_deadlock(db: str) -> None:
