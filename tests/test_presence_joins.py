@@ -35,12 +35,13 @@ async def user_locked(dsn: str, topic: str, user: uuid.UUID) -> AsyncIterator[No
     (db/functions/presence.sql presence_lock_v1): a batch joining that user waits, in its
     transaction, until the block ends."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        key = f"{topic}|{user}"
-        await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7))", (key,))
+        await conn.execute("SELECT pg_advisory_lock(realtime.presence_lock_key_v1(%s, %s))",
+                           (topic, user))
         try:
             yield
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7))", (key,))
+            await conn.execute(
+                "SELECT pg_advisory_unlock(realtime.presence_lock_key_v1(%s, %s))", (topic, user))
 
 
 async def until_a_lock_wait(dsn: str, what: str) -> None:
@@ -249,7 +250,7 @@ def in_lock_order(dsn: str, topic: str, users: list[uuid.UUID]) -> list[uuid.UUI
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT u FROM unnest(%s::uuid[]) AS u"
-            " ORDER BY hashtextextended(%s || '|' || u::text, 7)", (users, topic)).fetchall()
+            " ORDER BY realtime.presence_lock_key_v1(%s, u)", (users, topic)).fetchall()
     return [r[0] for r in rows]
 
 

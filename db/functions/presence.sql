@@ -12,9 +12,17 @@ LANGUAGE sql STABLE AS $$
     FROM public.users u WHERE u.id = p_user_id
 $$;
 
+-- The advisory lock key of a (topic, user): presence_lock_v1 takes it, and batches take
+-- theirs in its order (presence_lock_order_v1).
+CREATE OR REPLACE FUNCTION realtime.presence_lock_key_v1(p_topic text, p_user_id uuid)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended(p_topic || '|' || p_user_id::text, 7)
+$$;
+
 CREATE OR REPLACE FUNCTION realtime.presence_lock_v1(p_topic text, p_user_id uuid) RETURNS void
 LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended(p_topic || '|' || p_user_id::text, 7))
+    SELECT pg_advisory_xact_lock(realtime.presence_lock_key_v1(p_topic, p_user_id))
 $$;
 
 -- The live presence rows of a topic: a row is alive while its node heartbeats (a realtime
@@ -71,7 +79,7 @@ END
 $$;
 
 -- A batch of presence changes (topics, users and connections, position by position) in the
--- order of their (topic, user) lock keys (presence_lock_v1), then of their positions: every
+-- order of their lock keys (presence_lock_key_v1), then of their positions: every
 -- batch takes its locks in this one global order, so two batches, whatever they do, cannot
 -- deadlock on each other. ord: the 1-based position in the input.
 CREATE OR REPLACE FUNCTION realtime.presence_lock_order_v1(
@@ -81,7 +89,7 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT t.ord, t.topic, t.user_id, t.conn_id
     FROM unnest(p_topics, p_user_ids, p_conn_ids) WITH ORDINALITY
         AS t(topic, user_id, conn_id, ord)
-    ORDER BY hashtextextended(t.topic || '|' || t.user_id::text, 7), t.ord
+    ORDER BY realtime.presence_lock_key_v1(t.topic, t.user_id), t.ord
 $$;
 
 -- Join many realtime connections of node p_node_id at once (bridge/joins.py: connections
@@ -154,8 +162,8 @@ $$;
 
 -- Leave many at once (bridge/leaves.py: a node's connections that closed together), in one
 -- transaction, in presence_lock_order_v1's order. The locks are held to commit, which makes
--- `user.offline` and a concurrent join on another node still agree. Returns, for each position of the
--- input (1-based), whether that leave took its user offline.
+-- `user.offline` and a concurrent join on another node still agree. Returns, for each
+-- position of the input (1-based), whether that leave took its user offline.
 CREATE OR REPLACE FUNCTION realtime.presence_leave_many_v1(
     p_topics text[], p_user_ids uuid[], p_conn_ids text[])
 RETURNS TABLE (ord bigint, went_offline boolean)
