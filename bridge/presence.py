@@ -109,26 +109,26 @@ class Presence:
         return leave.went_offline
 
     async def _join_batch(self, keys: list[Key]) -> list[bool]:
-        params = {"topics": [k[0] for k in keys], "user_ids": [k[1] for k in keys],
-                  "conn_ids": [k[2] for k in keys], "node_id": self.node_id}
-        async with self._conn() as conn:
-            cur = await conn.execute(_SQL.join_many, params)
-            rows = await cur.fetchall()
-        came = dict(rows)
-        return [bool(came.get(i + 1)) for i in range(len(keys))]
+        return await self._batch(_SQL.join_many, keys, "joins", node_id=self.node_id)
 
     async def _leave_batch(self, keys: list[Key]) -> list[bool]:
-        params = {"topics": [k[0] for k in keys], "user_ids": [k[1] for k in keys],
-                  "conn_ids": [k[2] for k in keys]}
-        # Only an outage is worth trying again (bridge/leaves.py); any other error is a bug.
+        return await self._batch(_SQL.leave_many, keys, "leaves")
+
+    async def _batch(self, query: LiteralString, keys: list[Key], what: str,
+                     **params: Any) -> list[bool]:
+        """One batch of joins or leaves (bridge/joins.py, bridge/leaves.py), answered position
+        by position. Only an outage is `BridgeUnavailable` (a leave's is tried again); any
+        other error is a bug, raised as it is (and logged by the queue)."""
+        params.update(topics=[k[0] for k in keys], user_ids=[k[1] for k in keys],
+                      conn_ids=[k[2] for k in keys])
         try:
             async with query_connection(self._pool, self._config.query_timeout) as conn:
-                cur = await conn.execute(_SQL.leave_many, params)
+                cur = await conn.execute(query, params)
                 rows = await cur.fetchall()
         except (psycopg.OperationalError, TimeoutError) as exc:
-            raise BridgeUnavailable(f"presence leaves failed: {exc!r}") from exc
-        went = dict(rows)
-        return [bool(went.get(i + 1)) for i in range(len(keys))]
+            raise BridgeUnavailable(f"presence {what} failed: {exc!r}") from exc
+        answered = dict(rows)
+        return [bool(answered.get(i + 1)) for i in range(len(keys))]
 
     async def typing(self, topic: str, user_id: UserId, is_typing: bool, *,
                      duration: float = 5.0, origin: str | None = None) -> datetime:
