@@ -56,6 +56,8 @@ def residue(samples: Samples, dsn: str) -> dict[str, float]:
                                if name == "courtside_connections"),
             "subscriptions": samples[("courtside_subscriptions", ())],
             "queued": samples[("courtside_queued_events", ())],
+            "presence joins": samples[("courtside_presence_joins_queued", ())],
+            "presence leaves": samples[("courtside_presence_leaves_queued", ())],
             "presence rows": row[0]}
 
 
@@ -132,9 +134,11 @@ async def test_churn_leaves_nothing_behind(db: str, server: str,
                 await anyio.sleep(0.2)
 
     assert residue(samples, db) == {"connections": 0, "subscriptions": 0, "queued": 0,
+                                    "presence joins": 0, "presence leaves": 0,
                                     "presence rows": 0}
     assert min(done.values()) >= 3, done  # every transport was exercised, several times
     assert samples[("courtside_subscriber_pushes_total", ())] > 0
+    assert samples[("courtside_presence_join_batches_total", ())] > 0  # /ws and SSE joined
     lost = sum(v for (name, _), v in samples.items()
                if name == "courtside_db_pool_connections_lost_total")
     assert lost == 0
