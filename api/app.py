@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 
 from api import errors, openapi, routes
 from api.config import ApiConfig
+from api.cors import Cors
 from api.direct_ws import DirectApp
 from api.errors import ApiError, ErrorCode
 from api.i18n import Lang, negotiate, render
@@ -181,7 +182,8 @@ def create_app(config: ApiConfig, extra_routes: Sequence[BaseRoute] = (),
     app = DirectApp(
         routes=[*routes.starlette_routes(), Route("/openapi.json", openapi_json, methods=["GET"]),
                 *extra_routes],
-        middleware=[Middleware(CatchAll)],
+        # CORS outside CatchAll: a 500 reaches the page that caused it readably too.
+        middleware=[Middleware(Cors, origins=config.cors_origins), Middleware(CatchAll)],
         exception_handlers=handlers,
         lifespan=_lifespan(config, extra_lifespan),
     )

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from api import cors
 from api.envconfig import overrides
 
 
@@ -29,17 +30,21 @@ class ApiConfig:
     max_body_bytes: int = 64 * 1024
     # How often this process prunes old idempotency keys and idle rate-limit buckets.
     maintenance_interval: float = 300.0
+    # Origins whose web pages may call the API (api/cors.py): ("*",) any, () none.
+    cors_origins: tuple[str, ...] = cors.ANY
 
     @classmethod
     def from_env(cls, database_url: str, *, token_expiration_minutes: int | None = None,
                  environ: Mapping[str, str] | None = None) -> ApiConfig:
         """``COURTSIDE_API_<FIELD>`` overrides a numeric field, e.g.
-        COURTSIDE_API_COMMENTS_PER_MINUTE=30; raises ValueError naming what is wrong."""
+        COURTSIDE_API_COMMENTS_PER_MINUTE=30, and ``COURTSIDE_CORS_ORIGINS`` the origins;
+        raises ValueError naming what is wrong."""
         env = os.environ if environ is None else environ
         base = cls(database_url=database_url, token_expiration_minutes=token_expiration_minutes)
         values = overrides(cls, "COURTSIDE_API_", env, skip=("token_expiration_minutes",))
+        origins = cors.origins_from_env(env)
         try:
-            return replace(base, **values)  # type: ignore[arg-type]
+            return replace(base, cors_origins=origins, **values)  # type: ignore[arg-type]
         except ValueError as exc:
             raise ValueError(f"COURTSIDE_API_* settings: {exc}") from None
 

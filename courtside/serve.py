@@ -16,8 +16,9 @@ COURTSIDE_WS_DEFLATE=1 (permessage-deflate), COURTSIDE_SHUTDOWN_TIMEOUT (default
 COURTSIDE_LOG_LEVEL, COURTSIDE_LOG_FORMAT (text or json), COURTSIDE_RT_<FIELD> for each field of
 api.realtime_limits.RealtimeLimits (e.g. COURTSIDE_RT_MAX_SUBSCRIPTIONS=10),
 COURTSIDE_API_<FIELD> for the numbers of api.config.ApiConfig (e.g.
-COURTSIDE_API_COMMENTS_PER_MINUTE=10), and COURTSIDE_PUSHER_APP_KEY / _SECRET / _ID (the
-Pusher protocol transport, off unless key and secret are set).
+COURTSIDE_API_COMMENTS_PER_MINUTE=10), COURTSIDE_CORS_ORIGINS (api/cors.py), and
+COURTSIDE_PUSHER_APP_KEY / _SECRET / _ID (the Pusher protocol transport, off unless key and
+secret are set).
 """
 
 from __future__ import annotations

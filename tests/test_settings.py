@@ -73,6 +73,13 @@ def test_serve_refuses_a_bad_api_setting_before_starting() -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_serve_refuses_a_bad_cors_origin_before_starting() -> None:
+    out = _courtside("serve", "--port", "0", COURTSIDE_CORS_ORIGINS="https://app.example/")
+    assert out.returncode == 2
+    assert "COURTSIDE_CORS_ORIGINS: 'https://app.example/' is not an origin" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize(("name", "value"), [("COURTSIDE_LOG_FORMAT", "xml"),
                                              ("COURTSIDE_LOG_LEVEL", "loud")])
 def test_bad_log_settings_are_refused(name: str, value: str) -> None:
