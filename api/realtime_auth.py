@@ -71,11 +71,13 @@ def _aware(value: datetime | None) -> datetime | None:
 
 async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None,
                        ticket: str | None, *, touches: TokenTouches,
-                       expiration_minutes: int | None = None) -> Principal:
+                       expiration_minutes: int | None = None,
+                       hold: tickets.Hold | None = None) -> Principal:
     """The connection's principal, or AccessDenied(UNAUTHENTICATED).
 
     A header wins over a ticket; a bad header is refused even if a ticket is present, so a
-    client is never silently authenticated as someone else than it asked to be.
+    client is never silently authenticated as someone else than it asked to be. With `hold`
+    (an SSE stream) a ticket is held rather than used up (api/tickets.py).
     """
     if authorization is not None:
         try:
@@ -88,7 +90,8 @@ async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None
         principal = Principal(uuid.UUID(str(user.user_id)), int(user.token_id),
                               _aware(user.expires_at))
     elif ticket:
-        redeemed = await tickets.redeem(pool, ticket, expiration_minutes=expiration_minutes)
+        redeemed = await tickets.redeem(pool, ticket, expiration_minutes=expiration_minutes,
+                                        hold=hold)
         if redeemed is None:
             raise AccessDenied(ErrorCode.UNAUTHENTICATED)
         principal = Principal(redeemed.user_id, redeemed.token_id,

@@ -154,6 +154,8 @@ class RealtimeHub:
                 self._enqueue(_Recheck(uuid.UUID(str(data["sessionId"])), None,
                                        ErrorCode.SESSION_CLOSED if deleted
                                        else ErrorCode.NOT_PARTICIPANT, deleted))
+            elif control.type == "ticket.moved":
+                self._ticket_moved(int(data["tokenId"]), str(data["connId"]))
             elif control.type == "bridge.resync":
                 self._enqueue(_Resync())
         except (KeyError, TypeError, ValueError):
@@ -170,6 +172,11 @@ class RealtimeHub:
     def _token_expires(self, token_id: int, expires_at: datetime) -> None:
         for conn in list(self._by_token.get(token_id, ())):
             conn.set_expiry(expires_at)
+
+    def _ticket_moved(self, token_id: int, conn_id: str) -> None:
+        for conn in list(self._by_token.get(token_id, ())):
+            if conn.conn_id == conn_id:
+                conn.close_soon(ErrorCode.STREAM_REPLACED)
 
     def _recently_revoked(self, token_id: int) -> bool:
         stamp = self._revoked.get(token_id)

@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105
     SLOW_CONSUMER = "SLOW_CONSUMER"
     SERVICE_RESTART = "SERVICE_RESTART"
+    STREAM_REPLACED = "STREAM_REPLACED"  # an SSE stream's ticket was taken by a newer one
     NOT_READY = "NOT_READY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -112,6 +113,9 @@ _MESSAGES: dict[ErrorCode, tuple[str, str]] = {
         "Connection too slow: reconnect with since"),
     ErrorCode.SERVICE_RESTART: (
         "Le serveur redémarre : reconnectez-vous", "Server restarting: reconnect"),
+    ErrorCode.STREAM_REPLACED: (
+        "Flux rouvert par une autre connexion avec le même ticket",
+        "Stream reopened by another connection with the same ticket"),
     ErrorCode.NOT_READY: ("Service indisponible", "Service unavailable"),
     ErrorCode.INTERNAL_ERROR: ("Erreur interne", "Internal error"),
 }

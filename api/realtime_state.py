@@ -12,7 +12,7 @@ import anyio.abc
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
-from api import realtime_auth
+from api import realtime_auth, tickets
 from api.coalesce import Coalescer
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
@@ -82,10 +82,11 @@ class Realtime:
         self.presence_lists = PresenceLists(bridge.presence.list)
         self.session_access = session_access(partial(realtime_auth.session_access_rows, pool))
 
-    async def authenticate(self, authorization: str | None, ticket: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, ticket: str | None, *,
+                           hold: tickets.Hold | None = None) -> Principal:
         return await realtime_auth.authenticate(
             self.pool, authorization, ticket, touches=self.touches,
-            expiration_minutes=self.config.token_expiration_minutes)
+            expiration_minutes=self.config.token_expiration_minutes, hold=hold)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:

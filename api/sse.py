@@ -9,7 +9,8 @@ while its stream is open, like a WebSocket subscriber.
 When the server ends a stream (token revoked or expired, participant removed, restart, the
 client fell behind) it first sends ``event: closed`` with ``{"code", "message"}``: an
 ``EventSource`` reconnects on its own, with Last-Event-ID, and is then answered with the
-error status that stops it (or resumes exactly where it was).
+error status that stops it (or resumes exactly where it was). A browser's stream opened with
+a ``?ticket=`` holds that ticket (api/tickets.py), so the same URL reconnects it too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api import realtime_auth, sse_format
+from api import realtime_auth, sse_format, tickets
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_http import error_response
 from api.realtime_protocol import ErrorCode, Language, Topic, message_for, pick_language
@@ -38,6 +39,8 @@ from api.realtime_state import Realtime, realtime_of
 from bridge import BridgeError, CutOff, Event, Reset
 
 log = logging.getLogger("courtside.sse")
+# How long a stream whose ticket another connection took over waits before reconnecting.
+REPLACED_RETRY_MS = 600_000
 
 
 def sse_event_chunk(event: Event) -> bytes:
@@ -48,13 +51,14 @@ class SseConnection:
     transport = "sse"
 
     def __init__(self, rt: Realtime, principal: Principal, topic: Topic, since: int | None,
-                 lang: Language) -> None:
+                 lang: Language, conn_id: str, ticket: str | None = None) -> None:
         self.rt = rt
         self._principal = principal
         self.topic = topic
         self.since = since
         self.lang = lang
-        self._conn_id = f"sse:{uuid.uuid4().hex}"
+        self._conn_id = conn_id
+        self._ticket = ticket  # the ticket this connection holds, released at its end
         self._expires_at = principal.expires_at
         self._expiry_changed = anyio.Event()
         self._scope = anyio.CancelScope()
@@ -100,6 +104,9 @@ class SseConnection:
         hub.unwatch_topic(self, self.topic.name)
         hub.detach(self)
         hub.release(self.principal)
+        if self._ticket is not None:
+            # Before the stream's last words: the EventSource reconnects once it has them.
+            await release_ticket(self.rt, self._ticket, self.conn_id)
         if self._joined:
             self._joined = False
             with (anyio.CancelScope(shield=True), anyio.move_on_after(2.0),
@@ -127,6 +134,11 @@ class SseConnection:
                 body = orjson.dumps({"code": self._end.value,
                                      "message": message_for(self._end, self.lang)})
                 with anyio.move_on_after(1.0), contextlib.suppress(anyio.BrokenResourceError):
+                    if self._end is ErrorCode.STREAM_REPLACED:
+                        # Another connection holds the ticket now. Were this EventSource
+                        # still alive (two pages on one ticket), reconnecting at once would
+                        # take it back, and so on: it is asked to wait.
+                        await out.send(sse_format.retry(REPLACED_RETRY_MS))
                     await out.send(sse_format.event("closed", body))
 
     async def _stream(self, out: MemoryObjectSendStream[bytes]) -> None:
@@ -198,6 +210,18 @@ class _SseResponse(EventSourceResponse):
             await self._conn.cleanup()
 
 
+async def release_ticket(rt: Realtime, ticket: str, conn_id: str) -> None:
+    """Let a held ticket reopen its stream; failing that, the EventSource's reconnection is
+    refused (401) and the page has to ask for a new ticket, as after a crash."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(2.0) as scope:
+        try:
+            await tickets.release(rt.pool, ticket, conn_id)
+        except psycopg.Error as exc:
+            log.warning("SSE ticket of %s not released: %s", conn_id, exc)
+    if scope.cancelled_caught:
+        log.warning("SSE ticket of %s not released: timed out", conn_id)
+
+
 async def sse_endpoint(request: Request) -> Response:
     rt = realtime_of(request.app)
     lang = pick_language(request.headers.get("accept-language"))
@@ -211,17 +235,22 @@ async def sse_endpoint(request: Request) -> Response:
                                         request.query_params.get("since"))
     except sse_format.ResumeError:
         return error_response(ErrorCode.INVALID_FRAME, lang, "Last-Event-ID / since")
+    conn_id = f"sse:{uuid.uuid4().hex}"
+    authorization = request.headers.get("authorization")
+    ticket = request.query_params.get("ticket") if authorization is None else None
     try:
-        principal = await rt.authenticate(request.headers.get("authorization"),
-                                          request.query_params.get("ticket"))
+        principal = await rt.authenticate(authorization, ticket, hold=tickets.Hold(
+            topic.name, conn_id, rt.bridge.node_id))
     except AccessDenied as denied:
         return error_response(denied.code, lang)
     except psycopg.Error:
         return error_response(ErrorCode.NOT_READY, lang)
     refused = rt.hub.admit(principal)
     if refused is not None:
+        if ticket:
+            await release_ticket(rt, ticket, conn_id)
         return error_response(refused, lang)
-    conn = SseConnection(rt, principal, topic, since, lang)
+    conn = SseConnection(rt, principal, topic, since, lang, conn_id, ticket or None)
     conn.register()
     try:
         await realtime_auth.check_topic(rt.session_access, principal, topic)

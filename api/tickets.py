@@ -4,6 +4,13 @@ Browsers cannot put an Authorization header on `EventSource` or `WebSocket`. Rat
 long-lived bearer token in a URL (and in every proxy log), they trade the token for a ticket:
 random, valid 60 seconds, good for one connection, stored only as its sha256. The connection
 it opens then behaves as if it had presented the token itself (revocation included).
+
+A WebSocket uses its ticket up. An SSE stream holds its ticket instead, bound to the stream's
+topic: a browser's EventSource reconnects by itself to the same URL, with Last-Event-ID, and
+must find it good again. While the stream is open nobody else can use the ticket; once it
+ends, the ticket may reopen that topic's stream for 60 seconds more. One connection holds it
+at a time: a newer one replaces the holder, which is closed (a reconnection usually arrives
+before the server notices that the old connection died).
 """
 
 from __future__ import annotations
@@ -30,6 +37,15 @@ class Issued:
     ticket: str
     expires_at: str  # 2025-01-20T10:30:00.000000Z
     expires_in: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Who holds an SSE stream's ticket: the stream's topic, its connection and node."""
+
+    topic: str
+    conn_id: str
+    node_id: str
 
 
 @dataclass(frozen=True)
@@ -69,18 +85,33 @@ async def issue(pool: AsyncConnectionPool[Any], *, token_id: int, user_id: uuid.
 
 
 async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
-                 expiration_minutes: int | None = None) -> Redeemed | None:
-    """Use a ticket up. None when unknown, used, expired, or its token is gone or expired.
+                 expiration_minutes: int | None = None, hold: Hold | None = None
+                 ) -> Redeemed | None:
+    """Use a ticket up, or with `hold` (an SSE stream) hold it until `release`. None when
+    unknown, used up, bound to another topic, expired, or its token is gone or expired.
 
     `expiration_minutes` is Sanctum's global ``expiration``: a token also expires that long
     after its creation, whatever its own expires_at says."""
     if not plausible(ticket):
         return None
+    params: dict[str, Any] = {"hash": ticket_hash(ticket),
+                              "expiration_minutes": expiration_minutes}
+    if hold is not None:
+        params.update(topic=hold.topic, conn_id=hold.conn_id, node_id=hold.node_id)
     async with pool.connection() as conn:
-        cur = await conn.execute(SQL.consume_ticket, {
-            "hash": ticket_hash(ticket), "expiration_minutes": expiration_minutes})
+        cur = await conn.execute(SQL.consume_ticket if hold is None else SQL.hold_ticket,
+                                 params)
         row = await cur.fetchone()
     if row is None:
         return None
-    token_id, user_id, expires_at = row
+    token_id, user_id, expires_at = row[:3]
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
+
+
+async def release(pool: AsyncConnectionPool[Any], ticket: str, conn_id: str, *,
+                  ttl: int = TICKET_TTL_SECONDS) -> None:
+    """The stream `conn_id` held `ticket` for has ended: the ticket may reopen it for `ttl`
+    seconds (a no-op if the ticket is gone: its token deleted, or pruned)."""
+    async with pool.connection() as conn:
+        await conn.execute(SQL.release_ticket, {"hash": ticket_hash(ticket),
+                                                "conn_id": conn_id, "ttl": ttl})

@@ -1,0 +1,217 @@
+"""A browser's SSE stream opened with a ticket (api/tickets.py): its EventSource reconnects
+by itself to the same URL with Last-Event-ID, so the ticket must open that stream again —
+after the client dropped, after a restart, on another node — and nothing else: not another
+session's stream, not a WebSocket, not once expired or revoked, and one connection at a
+time. (tests/test_browser.py runs the same with a real browser's EventSource.)"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from tests import factories
+from tests.bridge_helpers import wait_for
+from tests.test_realtime_access import handshake_status
+from tests.test_realtime_support import (
+    build_app,
+    running,
+    sql,
+    sql_comment,
+    sse_client,
+    ws_url,
+)
+
+
+async def new_ticket(base: str, token: str) -> str:
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post("/api/realtime/tickets",
+                            headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    ticket: str = r.json()["data"]["ticket"]
+    return ticket
+
+
+def ticket_row(db: str, ticket: str) -> tuple[str | None, str | None] | None:
+    """(stream, held_by) of the ticket's row, None when it is gone."""
+    digest = hashlib.sha256(ticket.encode()).hexdigest()
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT stream, held_by FROM realtime.tickets"
+                           " WHERE ticket_hash = %s", (digest,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+async def released(db: str, ticket: str) -> None:
+    """Wait until no connection holds the ticket (the server saw its stream end)."""
+    def free() -> bool:
+        row = ticket_row(db, ticket)
+        return row is None or row[1] is None
+
+    await wait_for(free, 5, "the ticket released")
+
+
+@pytest.mark.anyio
+async def test_a_tickets_stream_reopens_where_it_left_off(db: str, server: str) -> None:
+    world = factories.world(db, participants=1)
+    other = factories.world(db, participants=1)
+    sql(db, "INSERT INTO sport_session_participants (sport_session_id, user_id)"
+            " VALUES (%s, %s)", (other.session_id, world.owner))
+    token = factories.token(db, world.owner)
+    ticket = await new_ticket(server, token)
+
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 200
+        row = ticket_row(db, ticket)
+        assert row is not None
+        assert row[0] == world.topic
+        assert str(row[1]).startswith("sse:")
+        sql_comment(db, world.session_id, world.owner, "first")
+        (first,) = await sse.durable(1)
+    await released(db, ticket)
+    assert ticket_row(db, ticket) == (world.topic, None)
+    sql_comment(db, world.session_id, world.owner, "while away")
+
+    # Bound to its stream: another session's stream, or a WebSocket, is refused, and the
+    # ticket stays good for its own.
+    async with sse_client(server, other.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 401
+    status, _ = await handshake_status(ws_url(server, ticket=ticket))
+    assert status == 401
+
+    # What an EventSource does: the same URL, with the last id it saw.
+    async with sse_client(server, world.session_id, ticket=ticket,
+                          last_event_id=first.id) as sse:
+        assert sse.response.status_code == 200
+        (missed,) = await sse.durable(1)
+    assert int(missed.id) == int(first.id) + 1
+    assert missed.json()["comment"]["content"] == "while away"
+
+    # Good for TICKET_TTL_SECONDS after its stream ends, and no longer.
+    await released(db, ticket)
+    sql(db, "UPDATE realtime.tickets SET expires_at = now() - interval '1 second'")
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_a_newer_connection_takes_the_ticket_over_on_any_node(db: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    with running(build_app(db)) as node_a, running(build_app(db)) as node_b:
+        ticket = await new_ticket(node_a, token)
+        async with sse_client(node_a, world.session_id, ticket=ticket) as old:
+            held_by_old = ticket_row(db, ticket)
+            # The old connection is gone as far as the client knows (its network changed,
+            # say) but its node has not noticed: the reconnection, on another node, wins.
+            async with sse_client(node_b, world.session_id, ticket=ticket) as new:
+                assert new.response.status_code == 200
+                retries = []
+                while (last := await old.next()).event != "closed":
+                    retries.append(last.retry)
+                assert last.json()["code"] == "STREAM_REPLACED"
+                assert retries[-1] == 600_000  # told to wait, not to take it back at once
+                held_by_new = ticket_row(db, ticket)
+                assert held_by_new is not None
+                assert held_by_old is not None
+                assert held_by_new[1] not in (None, held_by_old[1])
+                sql_comment(db, world.session_id, world.owner, "to the new one")
+                (event,) = await new.durable(1)
+                assert event.json()["comment"]["content"] == "to the new one"
+        await released(db, ticket)
+
+
+@pytest.mark.anyio
+async def test_of_connections_arriving_together_one_holds_the_ticket(db: str,
+                                                                      server: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    ticket = await new_ticket(server, token)
+    n = 8
+    replaced = 0
+    survivors: list[int] = []
+
+    async def open_stream(i: int, gate: anyio.Event) -> None:
+        nonlocal replaced
+        async with sse_client(server, world.session_id, ticket=ticket) as sse:
+            assert sse.response.status_code == 200
+            await gate.wait()
+            with anyio.move_on_after(3):
+                closed = await sse.expect("closed", wait=3)
+                assert closed.json()["code"] == "STREAM_REPLACED"
+                replaced += 1
+                return
+            survivors.append(i)
+
+    gate = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(open_stream, i, gate)
+        await anyio.sleep(1.0)
+        gate.set()
+    assert (replaced, len(survivors)) == (n - 1, 1)
+    await released(db, ticket)
+
+
+@pytest.mark.anyio
+async def test_a_restart_reconnects_the_stream_on_the_next_server(db: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    with running(build_app(db)) as node:
+        ticket = await new_ticket(node, token)
+        async with sse_client(node, world.session_id, ticket=ticket) as sse:
+            sql_comment(db, world.session_id, world.owner, "before")
+            (seen,) = await sse.durable(1)
+    # Gone with the server, whose last words released the ticket.
+    assert ticket_row(db, ticket) == (world.topic, None)
+    sql_comment(db, world.session_id, world.owner, "during the restart")
+    with running(build_app(db)) as node:
+        async with sse_client(node, world.session_id, ticket=ticket,
+                              last_event_id=seen.id) as sse:
+            assert sse.response.status_code == 200
+            (missed,) = await sse.durable(1)
+    assert missed.json()["comment"]["content"] == "during the restart"
+
+
+@pytest.mark.anyio
+async def test_a_revoked_or_expired_token_ends_the_ticket_too(db: str, server: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    ticket = await new_ticket(server, token)
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
+            (factories.token_id(token),))
+        assert (await sse.expect("closed")).json()["code"] == "TOKEN_REVOKED"
+    assert ticket_row(db, ticket) is None
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 401
+
+    token = factories.token(db, world.owner)
+    ticket = await new_ticket(server, token)
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 200
+    await released(db, ticket)
+    sql(db, "UPDATE personal_access_tokens SET expires_at = now() AT TIME ZONE 'UTC'"
+            " - interval '1 second' WHERE id = %s", (factories.token_id(token),))
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_pruning_keeps_a_held_ticket_until_its_node_is_gone(db: str,
+                                                                  server: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    ticket = await new_ticket(server, token)
+    async with sse_client(server, world.session_id, ticket=ticket) as sse:
+        assert sse.response.status_code == 200
+        sql(db, "UPDATE realtime.tickets SET expires_at = now() - interval '1 hour'")
+        await new_ticket(server, token)  # issuing prunes
+        assert ticket_row(db, ticket) is not None
+        sql(db, "UPDATE realtime.tickets SET held_on = %s WHERE held_by IS NOT NULL",
+            (f"gone-{uuid.uuid4()}",))
+        await new_ticket(server, token)
+        assert ticket_row(db, ticket) is None
