@@ -176,6 +176,7 @@ class RealtimeHub:
     def _ticket_moved(self, token_id: int, conn_id: str) -> None:
         for conn in list(self._by_token.get(token_id, ())):
             if conn.conn_id == conn_id:
+                log.info("%s closed: a newer connection took its ticket over", conn_id)
                 conn.close_soon(ErrorCode.STREAM_REPLACED)
 
     def _recently_revoked(self, token_id: int) -> bool:

@@ -105,7 +105,7 @@ class SseConnection:
         hub.detach(self)
         hub.release(self.principal)
         if self._ticket is not None:
-            # Before the stream's last words: the EventSource reconnects once it has them.
+            # Before the stream's last words, on which the EventSource reconnects.
             await release_ticket(self.rt, self._ticket, self.conn_id)
         if self._joined:
             self._joined = False
@@ -211,8 +211,9 @@ class _SseResponse(EventSourceResponse):
 
 
 async def release_ticket(rt: Realtime, ticket: str, conn_id: str) -> None:
-    """Let a held ticket reopen its stream; failing that, the EventSource's reconnection is
-    refused (401) and the page has to ask for a new ticket, as after a crash."""
+    """Start the ticket's 60 s after its stream. Should this fail, the reconnection still
+    gets in (it takes the ticket over from a connection that is gone), but the ticket stays
+    good for as long as this node lives, instead of 60 s: logged."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(2.0) as scope:
         try:
             await tickets.release(rt.pool, ticket, conn_id)

@@ -7,6 +7,7 @@ time. (tests/test_browser.py runs the same with a real browser's EventSource.)""
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 
 import anyio
@@ -98,13 +99,16 @@ async def test_a_tickets_stream_reopens_where_it_left_off(db: str, server: str) 
 
 
 @pytest.mark.anyio
-async def test_a_newer_connection_takes_the_ticket_over_on_any_node(db: str) -> None:
+async def test_a_newer_connection_takes_the_ticket_over_on_any_node(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="courtside.realtime")
     world = factories.world(db, participants=1)
     token = factories.token(db, world.owner)
     with running(build_app(db)) as node_a, running(build_app(db)) as node_b:
         ticket = await new_ticket(node_a, token)
         async with sse_client(node_a, world.session_id, ticket=ticket) as old:
             held_by_old = ticket_row(db, ticket)
+            assert held_by_old is not None
             # The old connection is gone as far as the client knows (its network changed,
             # say) but its node has not noticed: the reconnection, on another node, wins.
             async with sse_client(node_b, world.session_id, ticket=ticket) as new:
@@ -114,9 +118,11 @@ async def test_a_newer_connection_takes_the_ticket_over_on_any_node(db: str) -> 
                     retries.append(last.retry)
                 assert last.json()["code"] == "STREAM_REPLACED"
                 assert retries[-1] == 600_000  # told to wait, not to take it back at once
+                assert any(str(held_by_old[1]) in r.getMessage()
+                           and "took its ticket over" in r.getMessage()
+                           for r in caplog.records)
                 held_by_new = ticket_row(db, ticket)
                 assert held_by_new is not None
-                assert held_by_old is not None
                 assert held_by_new[1] not in (None, held_by_old[1])
                 sql_comment(db, world.session_id, world.owner, "to the new one")
                 (event,) = await new.durable(1)
