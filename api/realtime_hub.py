@@ -23,7 +23,7 @@ import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import psycopg
@@ -38,10 +38,31 @@ from bridge import Control
 
 log = logging.getLogger("courtside.realtime")
 
-# A token revoked this recently is refused at registration: its notification may have
-# arrived between a connection's authentication query and its registration here.
-_REVOKED_MEMORY_SECONDS = 300.0
-_REVOKED_MEMORY_SIZE = 10_000
+# A token revoked (or a connection's ticket taken over) this recently is refused at
+# registration: its notification may have arrived between a connection's authentication
+# query and its registration here.
+_MEMORY_SECONDS = 300.0
+_MEMORY_SIZE = 10_000
+
+
+K = TypeVar("K")
+
+
+class _Recent(Generic[K]):
+    """The keys added in the last `_MEMORY_SECONDS`, `_MEMORY_SIZE` at most (oldest go)."""
+
+    def __init__(self) -> None:
+        self._added: OrderedDict[K, float] = OrderedDict()
+
+    def add(self, key: K) -> None:
+        self._added[key] = time.monotonic()
+        self._added.move_to_end(key)
+        while len(self._added) > _MEMORY_SIZE:
+            self._added.popitem(last=False)
+
+    def __contains__(self, key: K) -> bool:
+        stamp = self._added.get(key)
+        return stamp is not None and time.monotonic() - stamp < _MEMORY_SECONDS
 
 
 class RealtimeConnection(Protocol):
@@ -89,7 +110,8 @@ class RealtimeHub:
         self._conns: set[RealtimeConnection] = set()
         self._by_token: dict[int, set[RealtimeConnection]] = {}
         self._by_topic: dict[str, set[RealtimeConnection]] = {}
-        self._revoked: OrderedDict[int, float] = OrderedDict()
+        self._revoked = _Recent[int]()  # token ids
+        self._replaced = _Recent[str]()  # conn ids whose ticket was taken over
         self._jobs_in, self._jobs_out = anyio.create_memory_object_stream[_Recheck | _Resync](
             max_buffer_size=10_000)
         self._shutting_down = False
@@ -100,7 +122,7 @@ class RealtimeHub:
         """Take one of the user's connection slots, or say why not. Pair with `release`."""
         if self._shutting_down:
             return ErrorCode.SERVICE_RESTART
-        if self._recently_revoked(principal.token_id):
+        if principal.token_id in self._revoked:
             return ErrorCode.TOKEN_REVOKED
         if not self._slots.acquire(str(principal.user_id)):
             return ErrorCode.TOO_MANY_CONNECTIONS
@@ -112,8 +134,10 @@ class RealtimeHub:
     def attach(self, conn: RealtimeConnection) -> None:
         self._conns.add(conn)
         self._by_token.setdefault(conn.principal.token_id, set()).add(conn)
-        if self._recently_revoked(conn.principal.token_id):
+        if conn.principal.token_id in self._revoked:
             conn.close_soon(ErrorCode.TOKEN_REVOKED)
+        elif conn.conn_id in self._replaced:
+            self._close_replaced(conn)
         elif self._shutting_down:
             conn.close_soon(ErrorCode.SERVICE_RESTART)
 
@@ -162,10 +186,7 @@ class RealtimeHub:
             log.warning("malformed control notification %r", control)
 
     def _token_revoked(self, token_id: int) -> None:
-        self._revoked[token_id] = time.monotonic()
-        self._revoked.move_to_end(token_id)
-        while len(self._revoked) > _REVOKED_MEMORY_SIZE:
-            self._revoked.popitem(last=False)
+        self._revoked.add(token_id)
         for conn in list(self._by_token.get(token_id, ())):
             conn.close_soon(ErrorCode.TOKEN_REVOKED)
 
@@ -174,14 +195,15 @@ class RealtimeHub:
             conn.set_expiry(expires_at)
 
     def _ticket_moved(self, token_id: int, conn_id: str) -> None:
+        self._replaced.add(conn_id)
         for conn in list(self._by_token.get(token_id, ())):
             if conn.conn_id == conn_id:
-                log.info("%s closed: a newer connection took its ticket over", conn_id)
-                conn.close_soon(ErrorCode.STREAM_REPLACED)
+                self._close_replaced(conn)
 
-    def _recently_revoked(self, token_id: int) -> bool:
-        stamp = self._revoked.get(token_id)
-        return stamp is not None and time.monotonic() - stamp < _REVOKED_MEMORY_SECONDS
+    @staticmethod
+    def _close_replaced(conn: RealtimeConnection) -> None:
+        log.info("%s closed: a newer connection took its ticket over", conn.conn_id)
+        conn.close_soon(ErrorCode.STREAM_REPLACED)
 
     def _enqueue(self, job: _Recheck | _Resync) -> None:
         try:

@@ -9,12 +9,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from datetime import datetime
 
 import anyio
 import httpx
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
+from api.realtime_auth import Principal
+from api.realtime_hub import RealtimeHub
+from api.realtime_protocol import ErrorCode
+from bridge import Control
 from tests import factories
 from tests.bridge_helpers import wait_for
 from tests.test_realtime_access import handshake_status
@@ -221,3 +227,41 @@ async def test_pruning_keeps_a_held_ticket_until_its_node_is_gone(db: str,
             (f"gone-{uuid.uuid4()}",))
         await new_ticket(server, token)
         assert ticket_row(db, ticket) is None
+
+
+class _Conn:
+    """A registered connection as the hub sees it (api/realtime_hub.RealtimeConnection)."""
+
+    transport = "sse"
+
+    def __init__(self, conn_id: str, token_id: int) -> None:
+        self.conn_id = conn_id
+        self.principal = Principal(uuid.uuid4(), token_id, None)
+        self.closed: list[ErrorCode] = []
+
+    def close_soon(self, code: ErrorCode) -> None:
+        self.closed.append(code)
+
+    def set_expiry(self, expires_at: datetime | None) -> None:
+        pass
+
+    def revoke_topic(self, topic: str, code: ErrorCode) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_takeover_heard_before_its_connection_registered_still_closes_it() -> None:
+    """The takeover's notification can beat the connection it replaces to the hub: that one
+    committed its hold, and the newer one its takeover, while the first had yet to register.
+    (Seen in the together test above, 2 runs in 6, before the hub remembered.)"""
+    hub = RealtimeHub(AsyncConnectionPool("postgresql://", open=False), 10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        hub.on_control(Control("ticket.moved", {"tokenId": 7, "connId": "sse:early"}))
+        early, other = _Conn("sse:early", 7), _Conn("sse:other", 7)
+        hub.attach(early)
+        hub.attach(other)
+        assert (early.closed, other.closed) == ([ErrorCode.STREAM_REPLACED], [])
+        hub.on_control(Control("ticket.moved", {"tokenId": 7, "connId": "sse:other"}))
+        assert other.closed == [ErrorCode.STREAM_REPLACED]
+        tg.cancel_scope.cancel()
