@@ -2,15 +2,16 @@
 
 Browsers cannot put an Authorization header on `EventSource` or `WebSocket`. Rather than a
 long-lived bearer token in a URL (and in every proxy log), they trade the token for a ticket:
-random, valid 60 seconds, good for one connection, stored only as its sha256. The connection
-it opens then behaves as if it had presented the token itself (revocation included).
+random, valid 60 seconds, stored only as its sha256. The connection it opens then behaves
+as if it had presented the token itself (revocation included).
 
 A WebSocket uses its ticket up. An SSE stream holds its ticket instead, bound to the stream's
 topic: a browser's EventSource reconnects by itself to the same URL, with Last-Event-ID, and
-must find it good again. While the stream is open nobody else can use the ticket; once it
-ends, the ticket may reopen that topic's stream for 60 seconds more. One connection holds it
-at a time: a newer one replaces the holder, which is closed (a reconnection usually arrives
-before the server notices that the old connection died).
+must find it good again. One connection holds it at a time: a newer one takes it over and the
+holder is closed (a reconnection usually arrives before the server notices that the old
+connection died, and a crashed node releases nothing). Once the holder's stream ends, the
+ticket is good for 60 seconds more. So while a stream lives its URL opens that one session's
+stream, nothing else, and no longer than the token behind it.
 """
 
 from __future__ import annotations
