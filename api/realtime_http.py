@@ -51,7 +51,8 @@ async def deny_websocket(websocket: WebSocket, code: ErrorCode, lang: Language) 
 
 
 async def create_ticket(request: Request) -> Response:
-    """``POST /api/realtime/tickets`` with a bearer token → a single-use 60 s ticket."""
+    """``POST /api/realtime/tickets`` with a bearer token → a ticket good for `ticket_ttl`
+    seconds (api/tickets.py: a WebSocket uses it up, an SSE stream holds it)."""
     rt = realtime_of(request.app)
     lang = pick_language(request.headers.get("accept-language"))
     authorization = request.headers.get("authorization")

@@ -211,12 +211,12 @@ class _SseResponse(EventSourceResponse):
 
 
 async def release_ticket(rt: Realtime, ticket: str, conn_id: str) -> None:
-    """Start the ticket's 60 s after its stream. Should this fail, the reconnection still
-    gets in (it takes the ticket over from a connection that is gone), but the ticket stays
-    good for as long as this node lives, instead of 60 s: logged."""
+    """Start the ticket's `ticket_ttl` after its stream. Should this fail, the reconnection
+    still gets in (it takes the ticket over from a connection that is gone), but the ticket
+    stays good for as long as this node lives, instead of `ticket_ttl`: logged."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(2.0) as scope:
         try:
-            await tickets.release(rt.pool, ticket, conn_id)
+            await tickets.release(rt.pool, ticket, conn_id, ttl=rt.config.ticket_ttl)
         except psycopg.Error as exc:
             log.warning("SSE ticket of %s not released: %s", conn_id, exc)
     if scope.cancelled_caught:

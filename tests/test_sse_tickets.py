@@ -265,3 +265,20 @@ async def test_a_takeover_heard_before_its_connection_registered_still_closes_it
         hub.on_control(Control("ticket.moved", {"tokenId": 7, "connId": "sse:other"}))
         assert other.closed == [ErrorCode.STREAM_REPLACED]
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_released_ticket_lasts_the_configured_ticket_ttl(db: str) -> None:
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    with running(build_app(db, ticket_ttl=7)) as base:
+        ticket = await new_ticket(base, token)
+        async with sse_client(base, world.session_id, ticket=ticket) as sse:
+            assert sse.response.status_code == 200
+        await released(db, ticket)
+    digest = hashlib.sha256(ticket.encode()).hexdigest()
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT extract(epoch FROM expires_at - now())::float8"
+                           " FROM realtime.tickets WHERE ticket_hash = %s", (digest,)).fetchone()
+    assert row is not None
+    assert 4.0 < row[0] <= 7.0
