@@ -2,7 +2,7 @@
 
 Composition (docs/INTERNALS.md "API app")::
 
-    app = create_app(config, extra_routes=[...], extra_lifespan=None)
+    app = create_app(config, extra_routes=[...], extra_lifespan=None, extra_operations=())
 
 The lifespan opens ``app.state.pool`` (an AsyncConnectionPool, autocommit connections whose
 json/jsonb are parsed by orjson), prunes idempotency keys and rate-limit buckets now and
@@ -166,8 +166,10 @@ def _lifespan(config: ApiConfig, extra: ExtraLifespan | None
 
 
 def create_app(config: ApiConfig, extra_routes: Sequence[BaseRoute] = (),
-               extra_lifespan: ExtraLifespan | None = None) -> Starlette:
-    document = orjson.dumps(openapi.build())
+               extra_lifespan: ExtraLifespan | None = None,
+               extra_operations: Sequence[routes.Operation] = ()) -> Starlette:
+    """`extra_operations`: what /openapi.json says of `extra_routes` besides the REST API."""
+    document = orjson.dumps(openapi.build((*routes.OPERATIONS, *extra_operations)))
 
     async def openapi_json(_request: Request) -> Response:
         return Response(document, media_type="application/json")

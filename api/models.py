@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from api.errors import ErrorCode
+from api.realtime_protocol import ErrorCode as RealtimeErrorCode
 
 CONTENT_MAX = 1000
 MENTIONS_MAX = 50
@@ -84,6 +85,15 @@ class CommentUpdate(_Request):
 
 class TypingUpdate(_Request):
     isTyping: bool
+
+
+class EventsQuery(_Request):
+    """The SSE stream's query (documented here; api/sse_format.py parses it)."""
+
+    since: int | None = Field(
+        default=None, ge=0,
+        description="The last seq seen: the stream starts after it, from the log. A"
+                    " Last-Event-ID header (an EventSource's reconnection) wins over it.")
 
 
 class ListQuery(_Request):
@@ -204,3 +214,27 @@ class ErrorDetail(_Response):
 class ErrorResponse(_Response):
     success: Literal[False]
     error: ErrorDetail
+
+
+# The realtime side's answers (tickets, the SSE stream's refusals): the same envelope, with
+# the realtime transports' error codes (api/realtime_protocol.py).
+
+class Ticket(_Response):
+    ticket: str = Field(description="Pass it as `?ticket=` to /ws or to the SSE stream.")
+    expiresAt: Timestamp
+    expiresIn: int = Field(description="Seconds the ticket stays good for.")
+
+
+class TicketResponse(_Response):
+    success: Literal[True]
+    data: Ticket
+
+
+class RealtimeErrorDetail(_Response):
+    code: RealtimeErrorCode
+    message: str
+
+
+class RealtimeErrorResponse(_Response):
+    success: Literal[False]
+    error: RealtimeErrorDetail

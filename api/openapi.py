@@ -24,6 +24,11 @@ _HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX,
                    "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}$"},
     },
+    "Last-Event-ID": {
+        "description": "The last event id (seq) seen, sent by an EventSource when it"
+                       " reconnects: the stream starts after it. Wins over `since`.",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+    },
     "X-Socket-ID": {
         "description": "The caller's realtime socket id (Laravel Echo's toOthers()): the"
                        " events this request causes are not sent back to that socket.",
@@ -56,7 +61,9 @@ def _schemas(operations: tuple[Operation, ...]) -> tuple[dict[type[BaseModel], A
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (models.ErrorResponse, "serialization")]
     for op in operations:
-        wanted.append((op.response, "serialization"))
+        wanted.append((op.error_response, "serialization"))
+        if op.response is not None:
+            wanted.append((op.response, "serialization"))
         if op.body is not None:
             wanted.append((op.body, "validation"))
     unique = list(dict.fromkeys(wanted))
@@ -96,11 +103,13 @@ def _operation(op: Operation, refs: dict[type[BaseModel], Any]) -> dict[str, Any
                    for h in op.headers]
     if op.query is not None:
         parameters += _query_parameters(op.query)
-    responses: dict[str, Any] = {
-        str(op.status): {"description": "Success", "content": _json(refs[op.response])}}
+    content = (_json(refs[op.response]) if op.response is not None
+               else {op.media_type: {"schema": {"type": "string"}}})
+    responses: dict[str, Any] = {str(op.status): {"description": "Success", "content": content}}
+    notes = dict(op.error_notes)
     for status in op.errors:
-        response: dict[str, Any] = {"description": _ERRORS[status],
-                                    "content": _json(refs[models.ErrorResponse])}
+        response: dict[str, Any] = {"description": notes.get(status, _ERRORS[status]),
+                                    "content": _json(refs[op.error_response])}
         if status == 429:
             response["headers"] = {"Retry-After": {
                 "required": True, "description": "Seconds to wait",
@@ -115,7 +124,21 @@ def _operation(op: Operation, refs: dict[type[BaseModel], Any]) -> dict[str, Any
     }
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": _json(refs[op.body])}
+    if op.ticket_auth:
+        out["security"] = [{"bearerAuth": []}, {"ticket": []}]
     return out
+
+
+def _security_schemes(operations: tuple[Operation, ...]) -> dict[str, Any]:
+    schemes: dict[str, Any] = {"bearerAuth": {
+        "type": "http", "scheme": "bearer",
+        "description": "Laravel Sanctum personal access token, `<id>|<plaintext>`"}}
+    if any(op.ticket_auth for op in operations):
+        schemes["ticket"] = {
+            "type": "apiKey", "in": "query", "name": "ticket",
+            "description": "A ticket from `POST /api/realtime/tickets`, for browsers, whose"
+                           " EventSource and WebSocket cannot send a header (api/tickets.py)"}
+    return schemes
 
 
 def build(operations: tuple[Operation, ...] = OPERATIONS, *, title: str = "courtside",
@@ -130,9 +153,7 @@ def build(operations: tuple[Operation, ...] = OPERATIONS, *, title: str = "court
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "Laravel Sanctum personal access token, `<id>|<plaintext>`"}},
+            "securitySchemes": _security_schemes(operations),
         },
         "security": [{"bearerAuth": []}],
     }

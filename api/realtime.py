@@ -3,7 +3,8 @@
 Used by `courtside serve` (and the tests) as::
 
     app = create_app(api_config, extra_routes=realtime_routes(),
-                     extra_lifespan=realtime_lifespan(dsn, listen_dsn))
+                     extra_lifespan=realtime_lifespan(dsn, listen_dsn),
+                     extra_operations=REALTIME_OPERATIONS)
 
 The lifespan starts one Bridge (one LISTEN connection) per process and the hub that acts on
 its control notifications. Routes: ``/ws``, ``GET /api/sessions/{sessionId}/events``,
@@ -22,17 +23,19 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from api import metrics_workers
+from api import metrics_workers, models
 from api.direct_ws import DirectWebSocketRoute
 from api.metrics import local_registry, metrics
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
+from api.routes import Operation
 from api.sse import sse_endpoint
 from api.token_touch import TokenTouches
 from api.ws import ws_endpoint
 from bridge import Bridge, BridgeConfig
 
-__all__ = ["Realtime", "RealtimeConfig", "realtime_lifespan", "realtime_of", "realtime_routes"]
+__all__ = ["REALTIME_OPERATIONS", "Realtime", "RealtimeConfig", "realtime_lifespan",
+           "realtime_of", "realtime_routes"]
 
 log = logging.getLogger("courtside.realtime")
 
@@ -78,11 +81,35 @@ def realtime_lifespan(
     return lifespan
 
 
+# The realtime side's HTTP routes that /openapi.json describes (create_app's
+# extra_operations); /ws and the operational routes are not REST.
+REALTIME_OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/api/realtime/tickets", create_ticket, "createTicket",
+              "Trade the bearer token for a ticket (browsers: `?ticket=` on /ws and on the"
+              " SSE stream)", "realtime", 201, models.TicketResponse, errors=(401, 429, 503),
+              error_response=models.RealtimeErrorResponse,
+              error_notes=((401, "Missing, invalid or expired token (UNAUTHENTICATED)"),
+                           (429, "Too many unexpired tickets for this token (RATE_LIMITED)"))),
+    Operation("GET", "/api/sessions/{sessionId}/events", sse_endpoint, "streamEvents",
+              "The session's events as Server-Sent Events: `id:` is the seq, `event:` the"
+              " event's name; ends with `event: closed` and the reason", "realtime", 200,
+              None, query=models.EventsQuery, headers=("Last-Event-ID",),
+              errors=(401, 403, 404, 422, 429, 503), media_type="text/event-stream",
+              error_response=models.RealtimeErrorResponse, ticket_auth=True,
+              error_notes=(
+                  (401, "Missing, invalid or used ticket or token (UNAUTHENTICATED)"),
+                  (403, "Not a participant of a private session (NOT_PARTICIPANT)"),
+                  (404, "Unknown or deleted session (SESSION_NOT_FOUND)"),
+                  (422, "Last-Event-ID or since is not a seq (INVALID_FRAME)"),
+                  (429, "Too many open connections for this user (TOO_MANY_CONNECTIONS)"),
+                  (503, "Not ready, or restarting (NOT_READY, SERVICE_RESTART); retry"))),
+)
+
+
 def realtime_routes() -> list[BaseRoute]:
     return [
         DirectWebSocketRoute("/ws", ws_endpoint),
-        Route("/api/sessions/{sessionId}/events", sse_endpoint, methods=["GET"]),
-        Route("/api/realtime/tickets", create_ticket, methods=["POST"]),
+        *(Route(op.path, op.handler, methods=[op.method]) for op in REALTIME_OPERATIONS),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

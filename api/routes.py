@@ -28,11 +28,16 @@ class Operation:
     summary: str
     tag: str
     status: int
-    response: type[BaseModel]
+    response: type[BaseModel] | None  # None: a body of `media_type`, not JSON
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     headers: tuple[str, ...] = ()
     errors: tuple[int, ...] = (401, 403, 404, 422, 503)
+    media_type: str = "application/json"
+    error_response: type[BaseModel] = models.ErrorResponse
+    # What an error status means here, where it differs from the comments' (api/openapi.py).
+    error_notes: tuple[tuple[int, str], ...] = ()
+    ticket_auth: bool = False  # `?ticket=` (api/tickets.py) as well as the bearer token
 
     @property
     def path_params(self) -> list[str]:

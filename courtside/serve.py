@@ -35,7 +35,12 @@ from starlette.applications import Starlette
 from api import metrics_workers
 from api.app import ApiConfig, create_app
 from api.pusher import pusher_routes
-from api.realtime import RealtimeConfig, realtime_lifespan, realtime_routes
+from api.realtime import (
+    REALTIME_OPERATIONS,
+    RealtimeConfig,
+    realtime_lifespan,
+    realtime_routes,
+)
 from bridge import BridgeConfig
 from courtside import embedded, logs, orphans
 from courtside.gctune import tuned_gc
@@ -73,6 +78,7 @@ def build_app() -> Starlette:
         extra_lifespan=measured_loop(tuned_gc(realtime_lifespan(
             dsn, settings.listen_database_url, config=rt_config, bridge_config=bridge_config,
             metrics_dir=metrics_workers.directory_from_env()))),
+        extra_operations=REALTIME_OPERATIONS,
     )
 
 
