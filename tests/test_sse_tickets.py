@@ -43,6 +43,13 @@ async def new_ticket(base: str, token: str) -> str:
     return ticket
 
 
+async def ticket_of_a_participant(db: str, base: str) -> tuple[factories.World, str, str]:
+    """A session with one participant, a token of theirs, and a ticket of that token."""
+    world = factories.world(db, participants=1)
+    token = factories.token(db, world.owner)
+    return world, token, await new_ticket(base, token)
+
+
 def ticket_row(db: str, ticket: str) -> tuple[str | None, str | None] | None:
     """(stream, held_by) of the ticket's row, None when it is gone."""
     digest = hashlib.sha256(ticket.encode()).hexdigest()
@@ -139,9 +146,7 @@ async def test_a_newer_connection_takes_the_ticket_over_on_any_node(
 @pytest.mark.anyio
 async def test_of_connections_arriving_together_one_holds_the_ticket(db: str,
                                                                       server: str) -> None:
-    world = factories.world(db, participants=1)
-    token = factories.token(db, world.owner)
-    ticket = await new_ticket(server, token)
+    world, _token, ticket = await ticket_of_a_participant(db, server)
     n = 8
     replaced = 0
     survivors: list[int] = []
@@ -190,9 +195,7 @@ async def test_a_restart_reconnects_the_stream_on_the_next_server(db: str) -> No
 
 @pytest.mark.anyio
 async def test_a_revoked_or_expired_token_ends_the_ticket_too(db: str, server: str) -> None:
-    world = factories.world(db, participants=1)
-    token = factories.token(db, world.owner)
-    ticket = await new_ticket(server, token)
+    world, token, ticket = await ticket_of_a_participant(db, server)
     async with sse_client(server, world.session_id, ticket=ticket) as sse:
         sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
             (factories.token_id(token),))
@@ -215,9 +218,7 @@ async def test_a_revoked_or_expired_token_ends_the_ticket_too(db: str, server: s
 @pytest.mark.anyio
 async def test_pruning_keeps_a_held_ticket_until_its_node_is_gone(db: str,
                                                                   server: str) -> None:
-    world = factories.world(db, participants=1)
-    token = factories.token(db, world.owner)
-    ticket = await new_ticket(server, token)
+    world, token, ticket = await ticket_of_a_participant(db, server)
     async with sse_client(server, world.session_id, ticket=ticket) as sse:
         assert sse.response.status_code == 200
         sql(db, "UPDATE realtime.tickets SET expires_at = now() - interval '1 hour'")
