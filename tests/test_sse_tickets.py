@@ -6,7 +6,6 @@ time. (tests/test_browser.py runs the same with a real browser's EventSource.)""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from datetime import datetime
@@ -20,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
 from api.realtime_protocol import ErrorCode
+from api.tickets import ticket_hash
 from bridge import Control
 from tests import factories
 from tests.bridge_helpers import wait_for
@@ -52,7 +52,7 @@ async def ticket_of_a_participant(db: str, base: str) -> tuple[factories.World, 
 
 def ticket_row(db: str, ticket: str) -> tuple[str | None, str | None] | None:
     """(stream, held_by) of the ticket's row, None when it is gone."""
-    digest = hashlib.sha256(ticket.encode()).hexdigest()
+    digest = ticket_hash(ticket)
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT stream, held_by FROM realtime.tickets"
                            " WHERE ticket_hash = %s", (digest,)).fetchone()
@@ -277,7 +277,7 @@ async def test_a_released_ticket_lasts_the_configured_ticket_ttl(db: str) -> Non
         async with sse_client(base, world.session_id, ticket=ticket) as sse:
             assert sse.response.status_code == 200
         await released(db, ticket)
-    digest = hashlib.sha256(ticket.encode()).hexdigest()
+    digest = ticket_hash(ticket)
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT extract(epoch FROM expires_at - now())::float8"
                            " FROM realtime.tickets WHERE ticket_hash = %s", (digest,)).fetchone()

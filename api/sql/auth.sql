@@ -1,21 +1,20 @@
 -- Sanctum tokens. Laravel stores naive UTC timestamps: compare them with now() in UTC.
--- A token's deadline is its expires_at or, with Sanctum's global `expiration` (minutes),
--- created_at + expiration, whichever comes first (least() ignores NULLs).
+-- A token's deadline: api.token_deadline_v1 (db/functions/api.sql).
 
 -- name: token_by_id
 -- The stored hash is compared in Python, in constant time; `stale` says whether
 -- last_used_at is old enough to be worth a write.
 SELECT t.token AS hash,
        t.tokenable_id AS user_id,
-       d.deadline AT TIME ZONE 'UTC' AS expires_at,
-       coalesce(d.deadline <= (now() AT TIME ZONE 'UTC'), false) AS expired,
+       d.deadline AS expires_at,
+       coalesce(d.deadline <= now(), false) AS expired,
        (t.last_used_at IS NULL OR t.last_used_at < (now() AT TIME ZONE 'UTC')
                                                    - make_interval(secs => %(touch_every)s))
            AS stale
 FROM public.personal_access_tokens t
 JOIN public.users u ON u.id = t.tokenable_id
-CROSS JOIN LATERAL (SELECT least(t.expires_at, t.created_at + make_interval(
-    mins => %(expiration_minutes)s::integer)) AS deadline) d
+CROSS JOIN LATERAL (SELECT api.token_deadline_v1(
+    t.expires_at, t.created_at, %(expiration_minutes)s::integer) AS deadline) d
 WHERE t.id = %(token_id)s
 
 -- name: token_id_by_hash

@@ -26,9 +26,8 @@ WITH used AS (
     RETURNING token_id, user_id, expires_at
 ), token AS (
     SELECT used.token_id, used.user_id, used.expires_at AS ticket_expires_at,
-           least(p.expires_at,
-                 p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
-               AT TIME ZONE 'UTC' AS token_expires_at
+           api.token_deadline_v1(p.expires_at, p.created_at,
+                                 %(expiration_minutes)s::integer) AS token_expires_at
     FROM used
     JOIN public.personal_access_tokens p ON p.id = used.token_id
     JOIN public.users u ON u.id = p.tokenable_id
@@ -47,9 +46,8 @@ WHERE ticket_expires_at > now() AND (token_expires_at IS NULL OR token_expires_a
 -- together, the last to get the row's lock holds the ticket. No row: refused.
 WITH old AS (
     SELECT t.ticket_hash, t.held_by,
-           least(p.expires_at,
-                 p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
-               AT TIME ZONE 'UTC' AS token_expires_at
+           api.token_deadline_v1(p.expires_at, p.created_at,
+                                 %(expiration_minutes)s::integer) AS token_expires_at
     FROM realtime.tickets t
     JOIN public.personal_access_tokens p ON p.id = t.token_id
     JOIN public.users u ON u.id = p.tokenable_id
@@ -100,9 +98,8 @@ WHERE s.visibility = 'public'
 -- After the LISTEN connection came back (control notifications may have been missed):
 -- which of these tokens still exist, and until when.
 SELECT p.id,
-       least(p.expires_at,
-             p.created_at + make_interval(mins => %(expiration_minutes)s::integer))
-           AT TIME ZONE 'UTC' AS expires_at
+       api.token_deadline_v1(p.expires_at, p.created_at, %(expiration_minutes)s::integer)
+           AS expires_at
 FROM public.personal_access_tokens p
 WHERE p.id = ANY (%(token_ids)s::bigint[])
 

@@ -1,5 +1,18 @@
 -- Functions of the REST API. Re-applied by every migrate (CREATE OR REPLACE only).
 
+-- A Sanctum token's deadline (Laravel stores naive UTC times): its expires_at or, with
+-- Sanctum's global `expiration` (minutes; NULL: none), created_at + expiration, whichever
+-- comes first (least() ignores NULLs); NULL: it never expires. The one definition, for the
+-- REST API's and the realtime side's queries (api/sql/auth.sql, api/sql/realtime.sql); one
+-- SQL expression, which PostgreSQL inlines into them.
+CREATE OR REPLACE FUNCTION api.token_deadline_v1(
+    p_expires_at timestamp, p_created_at timestamp, p_expiration_minutes integer)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT least(p_expires_at, p_created_at + make_interval(mins => p_expiration_minutes))
+        AT TIME ZONE 'UTC'
+$$;
+
 -- Count one hit in a sliding window of p_window holding at most p_limit hits. Returns 0 when
 -- the hit was counted, else the seconds until the oldest hit in the window leaves it (the
 -- hit is then not counted). The bucket's row lock, held to commit, serializes hits from
