@@ -105,7 +105,7 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
         row = await cur.fetchone()
     if row is None:
         return None
-    token_id, user_id, expires_at = row[:3]
+    token_id, user_id, expires_at = row[:3]  # hold_ticket's 4th: whether it took one over
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
 
 
