@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from api.errors import ErrorCode
+from api.pusher_protocol import AUTH_CHANNEL_PATTERN, SOCKET_ID_PATTERN
 from api.realtime_protocol import ErrorCode as RealtimeErrorCode
 
 CONTENT_MAX = 1000
@@ -94,6 +95,19 @@ class EventsQuery(_Request):
         default=None, ge=0,
         description="The last seq seen: the stream starts after it, from the log. A"
                     " Last-Event-ID header (an EventSource's reconnection) wins over it.")
+
+
+class BroadcastingAuth(_Request):
+    """What Laravel Echo (pusher-js) posts before subscribing to a private or presence
+    channel; form-encoded as pusher-js sends it, or JSON (documented here; api/pusher_auth.py
+    parses it)."""
+
+    socket_id: str = Field(pattern=SOCKET_ID_PATTERN,
+                           description="The Pusher connection's socket_id.")
+    channel_name: str = Field(
+        max_length=64, pattern=AUTH_CHANNEL_PATTERN,
+        description="`private-sport-session.{id}` or `presence-sport-session.{id}`"
+                    " (participants only), `private-user.{id}` (that user only).")
 
 
 class ListQuery(_Request):
@@ -238,3 +252,24 @@ class RealtimeErrorDetail(_Response):
 class RealtimeErrorResponse(_Response):
     success: Literal[False]
     error: RealtimeErrorDetail
+
+
+# POST /broadcasting/auth (Pusher protocol transport; api/pusher_auth.py).
+
+class BroadcastingAuthResponse(_Response):
+    auth: str = Field(description="`<app key>:<hex HMAC-SHA256 of"
+                                  " socket_id:channel_name:channel_data>`, as Pusher signs.")
+    channel_data: str = Field(
+        description="JSON: `user_id`, `user_info` (presence channels: the user as the"
+                    " presence list shows them) and `courtside_token`, the id of the token"
+                    " that asked; pusher-js sends it back with the subscription.")
+
+
+class BroadcastingErrorDetail(_Response):
+    code: ErrorCode | RealtimeErrorCode
+    message: str
+
+
+class BroadcastingErrorResponse(_Response):
+    success: Literal[False]
+    error: BroadcastingErrorDetail

@@ -123,7 +123,8 @@ def _operation(op: Operation, refs: dict[type[BaseModel], Any]) -> dict[str, Any
         "responses": responses,
     }
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": _json(refs[op.body])}
+        out["requestBody"] = {"required": True, "content": {
+            media_type: {"schema": refs[op.body]} for media_type in op.body_media_types}}
     if op.ticket_auth:
         out["security"] = [{"bearerAuth": []}, {"ticket": []}]
     return out

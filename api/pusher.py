@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from api import models
 from api.direct_ws import DirectWebSocketRoute
 from api.jsonio import JSONResponse
 from api.pusher_auth import SQL, broadcasting_auth
@@ -37,14 +38,40 @@ from api.pusher_protocol import (
 )
 from api.pusher_ws import PusherRegistry, pusher_endpoint
 from api.realtime_state import realtime_of
+from api.routes import Operation
 
-__all__ = ["PusherConfig", "pusher_routes"]
+__all__ = ["PusherConfig", "pusher_operations", "pusher_routes"]
 
 log = logging.getLogger("courtside.pusher")
 
 _MAX_EVENTS_BODY = 64 * 1024
 _MAX_EVENT_DATA = 10 * 1024  # Pusher's limit on one event's data
 _MAX_CHANNELS = 100
+
+
+def pusher_operations(config: PusherConfig) -> tuple[Operation, ...]:
+    """What /openapi.json says of the transport's HTTP routes (create_app's
+    extra_operations), and their one declaration. The events API is Pusher's own, described
+    by Pusher; its requests are signed, which no schema can state."""
+
+    async def auth(request: Request) -> Response:
+        return await broadcasting_auth(request, config)
+
+    return (
+        Operation("POST", "/broadcasting/auth", auth, "authorizeChannel",
+                  "Sign a private or presence channel subscription for Laravel Echo"
+                  " (pusher-js `authEndpoint`)", "pusher", 200,
+                  models.BroadcastingAuthResponse, body=models.BroadcastingAuth,
+                  body_media_types=("application/x-www-form-urlencoded", "application/json"),
+                  errors=(401, 403, 503), error_response=models.BroadcastingErrorResponse,
+                  error_notes=(
+                      (403, "Any other refusal, as Laravel answers (pusher-js only reads"
+                            " the status): an invalid socket_id or channel_name"
+                            " (VALIDATION_ERROR), not a participant (NOT_PARTICIPANT), an"
+                            " unknown session (SESSION_NOT_FOUND), another user's channel"
+                            " (FORBIDDEN)"),
+                      (503, "Database unavailable for now (SERVICE_UNAVAILABLE); retry"))),
+    )
 
 
 def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
@@ -55,9 +82,6 @@ def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
     registry = PusherRegistry(config)
     app_config = config
 
-    async def auth(request: Request) -> Response:
-        return await broadcasting_auth(request, app_config)
-
     async def events(request: Request) -> Response:
         return await publish_events(request, app_config)
 
@@ -65,7 +89,7 @@ def pusher_routes(config: PusherConfig | None = None) -> list[BaseRoute]:
         # A partial, not a wrapper coroutine: its frame would live as long as the connection.
         DirectWebSocketRoute("/app/{key}", functools.partial(pusher_endpoint, registry=registry),
                              name="pusher"),
-        Route("/broadcasting/auth", auth, methods=["POST"]),
+        *(Route(op.path, op.handler, methods=[op.method]) for op in pusher_operations(config)),
         Route("/apps/{app_id}/events", events, methods=["POST"]),
     ]
 

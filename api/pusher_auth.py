@@ -8,8 +8,9 @@ subscribe (the rule of api/access.py: participants; ``private-user.{id}``: that 
     {"auth": "<key>:<hex hmac-sha256(secret, socket_id:channel_name:channel_data)>",
      "channel_data": "{\\"user_id\\": ..., [\\"user_info\\": ...,] \\"courtside_token\\": <id>}"}
 
-Any refusal is a 403 with the API's error envelope (Laravel answers 403 too; pusher-js only
-looks at the status). The database being unreachable is a 503.
+A missing, invalid or expired token is a 401 (what Laravel answers when Sanctum guards its
+broadcasting routes), any other refusal a 403 (Laravel's `Broadcast::auth`), with the error
+envelope; pusher-js only looks at the status. The database being unreachable is a 503.
 """
 
 from __future__ import annotations
@@ -45,14 +46,11 @@ _MAX_BODY = 4096
 
 
 class Refused(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 403) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _forbidden(code: str, message: str) -> Response:
-    return error_response(code, 403, message, {"Cache-Control": "no-store"})
+        self.status = status
 
 
 async def _fields(request: Request) -> dict[str, Any]:
@@ -97,11 +95,11 @@ async def broadcasting_auth(request: Request, config: PusherConfig) -> Response:
     authorization = request.headers.get("authorization")
     try:
         if not authorization:
-            raise Refused("UNAUTHENTICATED", "a bearer token is required")
+            raise Refused("UNAUTHENTICATED", "a bearer token is required", 401)
         try:
             principal = await rt.authenticate(authorization, None)
         except AccessDenied as denied:
-            raise Refused(denied.code.value, "invalid token") from None
+            raise Refused(denied.code.value, "invalid token", 401) from None
         fields = await _fields(request)
         socket_id = fields.get("socket_id")
         if not valid_socket_id(socket_id):
@@ -113,7 +111,8 @@ async def broadcasting_auth(request: Request, config: PusherConfig) -> Response:
         await check_channel(rt, principal, channel)
         info = await user_info(rt, principal.user_id) if channel.kind == "presence" else None
     except Refused as refused:
-        return _forbidden(refused.code, refused.message)
+        return error_response(refused.code, refused.status, refused.message,
+                              {"Cache-Control": "no-store"})
     except psycopg.Error:
         log.warning("broadcasting auth failed", exc_info=True)
         return error_response("SERVICE_UNAVAILABLE", 503, "database unavailable",

@@ -126,6 +126,10 @@ _PREFIXES: tuple[tuple[str, ChannelKind], ...] = (
     ("sport-session.", "public"),
 )
 
+# The channels /broadcasting/auth signs, as a JSON Schema (ECMA) pattern for /openapi.json.
+AUTH_CHANNEL_PATTERN = "^(?:{})[0-9a-f]{{8}}(?:-[0-9a-f]{{4}}){{3}}-[0-9a-f]{{12}}$".format(
+    "|".join(prefix.replace(".", r"\.") for prefix, kind in _PREFIXES if kind != "public"))
+
 
 @dataclass(frozen=True)
 class Channel:
@@ -156,11 +160,14 @@ def parse_channel(name: object) -> Channel | None:
 
 # -- signatures -----------------------------------------------------------------------------
 
-_SOCKET_ID = re.compile(r"\A\d{1,20}\.\d{1,20}\Z")
+# ASCII digits only (Python's \d would take any script's), as ours are; for /openapi.json too.
+_SOCKET_ID = r"[0-9]{1,20}\.[0-9]{1,20}"
+SOCKET_ID_PATTERN = f"^{_SOCKET_ID}$"
+_SOCKET_ID_RE = re.compile(_SOCKET_ID)
 
 
 def valid_socket_id(value: object) -> bool:
-    return isinstance(value, str) and _SOCKET_ID.match(value) is not None
+    return isinstance(value, str) and _SOCKET_ID_RE.fullmatch(value) is not None
 
 
 def _hmac(secret: str, message: str) -> str:

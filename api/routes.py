@@ -30,6 +30,8 @@ class Operation:
     status: int
     response: type[BaseModel] | None  # None: a body of `media_type`, not JSON
     body: type[BaseModel] | None = None
+    # How the body may be sent; the first is what clients send most (pusher-js: a form).
+    body_media_types: tuple[str, ...] = ("application/json",)
     query: type[BaseModel] | None = None
     headers: tuple[str, ...] = ()
     errors: tuple[int, ...] = (401, 403, 404, 422, 503)

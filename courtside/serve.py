@@ -34,7 +34,7 @@ from starlette.applications import Starlette
 
 from api import metrics_workers
 from api.app import ApiConfig, create_app
-from api.pusher import pusher_routes
+from api.pusher import PusherConfig, pusher_operations, pusher_routes
 from api.realtime import (
     REALTIME_OPERATIONS,
     RealtimeConfig,
@@ -72,13 +72,14 @@ def build_app() -> Starlette:
     api_config = ApiConfig.from_env(dsn, token_expiration_minutes=expiration)
     rt_config = RealtimeConfig.from_env(token_expiration_minutes=expiration)
     bridge_config = BridgeConfig(retention=settings.retention_days * 86400.0)
+    pusher = PusherConfig.from_env()
     return create_app(
         api_config,
-        extra_routes=realtime_routes() + pusher_routes(),
+        extra_routes=realtime_routes() + (pusher_routes(pusher) if pusher else []),
         extra_lifespan=measured_loop(tuned_gc(realtime_lifespan(
             dsn, settings.listen_database_url, config=rt_config, bridge_config=bridge_config,
             metrics_dir=metrics_workers.directory_from_env()))),
-        extra_operations=REALTIME_OPERATIONS,
+        extra_operations=REALTIME_OPERATIONS + (pusher_operations(pusher) if pusher else ()),
     )
 
 

@@ -17,6 +17,7 @@ from schemathesis.generation import GenerationMode
 
 from api import openapi
 from api.app import ApiConfig, create_app
+from api.pusher import PusherConfig, pusher_operations, pusher_routes
 from api.realtime import REALTIME_OPERATIONS, realtime_lifespan, realtime_routes
 from api.routes import OPERATIONS
 from tests import factories
@@ -29,6 +30,7 @@ class Target:
     base_url: str
     token: str
     session_id: uuid.UUID
+    user_id: uuid.UUID
     comment_ids: list[str]
 
 
@@ -37,9 +39,9 @@ def target(db: str) -> Iterator[Target]:
     w = factories.world(db, participants=3, outsiders=1)
     token = factories.token(db, w.owner)
     config = ApiConfig(database_url=db, comments_per_minute=100_000, typing_ttl=1.0)
-    app = create_app(config, extra_routes=realtime_routes(),
+    app = create_app(config, extra_routes=realtime_routes() + pusher_routes(PUSHER),
                      extra_lifespan=realtime_lifespan(db, None, bridge_config=FAST_BRIDGE),
-                     extra_operations=REALTIME_OPERATIONS)
+                     extra_operations=REALTIME_OPERATIONS + pusher_operations(PUSHER))
     with serve(app) as base:
         comment_ids = []
         for i in range(5):
@@ -48,13 +50,14 @@ def target(db: str) -> Iterator[Target]:
                            json={"content": f"seed {i}", "mentions": [str(w.participants[1])]})
             assert r.status_code == 201
             comment_ids.append(r.json()["data"]["id"])
-        yield Target(base, token, w.session_id, comment_ids)
+        yield Target(base, token, w.session_id, w.owner, comment_ids)
 
 
 # The document the server serves (test_served_document_is_the_generated_one); loaded from
 # the generator rather than over HTTP because schemathesis' lazy fixture loader does not
 # run under pytest 9.
-DOCUMENT = openapi.build((*OPERATIONS, *REALTIME_OPERATIONS))
+PUSHER = PusherConfig(key="schema-key", secret="schema-secret")
+DOCUMENT = openapi.build((*OPERATIONS, *REALTIME_OPERATIONS, *pusher_operations(PUSHER)))
 # The SSE stream is left out: a stream that is let in never ends (tests/test_sse_wire.py and
 # the realtime tests read it).
 schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
@@ -92,6 +95,13 @@ def test_api_conforms_to_its_openapi_document(case: Any, target: Target) -> None
         params["sessionId"] = str(target.session_id)
         if "commentId" in params:
             params["commentId"] = target.comment_ids[turn % len(target.comment_ids)]
+    # Likewise the channel /broadcasting/auth is asked to sign: the session's, or the user's.
+    body = case.body
+    if "body" not in negative and isinstance(body, dict) and turn % 4 and isinstance(
+            body.get("channel_name"), str):
+        prefix = body["channel_name"][:-36]
+        own = target.user_id if prefix == "private-user." else target.session_id
+        body["channel_name"] = f"{prefix}{own}"
     # The valid token, unless the headers are the part made invalid (then 401 is fine too).
     headers = {} if "header" in negative else {"Authorization": f"Bearer {target.token}"}
     case.call_and_validate(base_url=target.base_url, headers=headers,
@@ -102,3 +112,4 @@ def test_served_document_is_the_generated_one(target: Target) -> None:
     served = httpx.get(f"{target.base_url}/openapi.json")
     assert served.json() == DOCUMENT
     assert "/api/realtime/tickets" not in openapi.build()["paths"]  # the REST API's alone
+    assert "/broadcasting/auth" in served.json()["paths"]

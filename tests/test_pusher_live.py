@@ -107,8 +107,11 @@ async def test_broadcasting_auth_refusals(db: str, server: str) -> None:
     session_channel = f"private-sport-session.{world.session_id}"
     presence = f"presence-sport-session.{world.session_id}"
     socket = "123.456"
-    for who, channel in [(outsider, session_channel), (outsider, presence), (None, presence),
-                         ("1|not-a-token", session_channel),
+    for who, channel in [(None, presence), ("1|not-a-token", session_channel)]:
+        r = await broadcasting_auth(server, who, socket, channel)
+        assert r.status_code == 401, (who, channel, r.text)
+        assert r.json()["error"]["code"] == "UNAUTHENTICATED"
+    for who, channel in [(outsider, session_channel), (outsider, presence),
                          (token, f"private-user.{world.owner}"),
                          (token, f"sport-session.{world.session_id}"),
                          (token, f"private-sport-session.{uuid.uuid4()}"),
@@ -311,7 +314,7 @@ async def test_revocation(db: str, server: str) -> None:
         assert not [f for f in await a.quiet(0.3) if f.get("channel") == private]
         # And it cannot sign in again with it.
         r = await broadcasting_auth(server, bound_token, a.socket_id, private)
-        assert r.status_code == 403
+        assert r.status_code == 401
         # A removed participant loses the session's private channel, though the session is
         # public (private channels are for participants only) — and keeps its public one.
         await b.event(private, "comment.created")

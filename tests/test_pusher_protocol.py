@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import uuid
 from typing import Any
 
@@ -11,7 +12,9 @@ import orjson
 import pytest
 
 from api.pusher_protocol import (
+    AUTH_CHANNEL_PATTERN,
     PONG,
+    SOCKET_ID_PATTERN,
     Action,
     Binding,
     ClientEvent,
@@ -153,8 +156,31 @@ def test_channel_data_round_trip() -> None:
 
 def test_socket_ids() -> None:
     assert valid_socket_id("123.456")
-    for bad in ["123", "a.b", "1.2.3", "1.2\n", None, "", "1" * 21 + ".1"]:
+    for bad in ["123", "a.b", "1.2.3", "1.2\n", None, "", "1" * 21 + ".1",
+                "\u0661\u0662.3"]:  # Arabic-Indic digits: Python's \d, not ours
         assert not valid_socket_id(bad)
+
+
+def _ecma(pattern: str) -> str:
+    assert pattern.index("$") == len(pattern) - 1
+    return pattern[:-1] + r"\Z"
+
+
+def test_documented_patterns_are_what_the_parsers_accept() -> None:
+    # /openapi.json states them (api/models.BroadcastingAuth). ECMA patterns: Python's re
+    # reads them alike once $ is \Z (Python's $ also matches before a final newline).
+    names = [f"{prefix}{id_}" for prefix in ("sport-session.", "private-sport-session.",
+                                            "presence-sport-session.", "private-user.",
+                                            "private-encrypted-sport-session.", "")
+             for id_ in (str(SID), str(SID).upper(), f"{SID}x", "1", "")]
+    for name in names:
+        channel = parse_channel(name)
+        signable = channel is not None and channel.needs_auth
+        assert (re.search(_ecma(AUTH_CHANNEL_PATTERN), name) is not None) == signable, name
+    for socket_id in ["1.2", "123.456", "1" * 20 + ".1", "1" * 21 + ".1", "1.", ".1", "a.b",
+                      "1.2.3", "\u0661.2", "1.2\n"]:
+        assert (re.search(_ecma(SOCKET_ID_PATTERN), socket_id) is not None) == \
+            valid_socket_id(socket_id), socket_id
 
 
 def test_frames() -> None:

@@ -160,7 +160,9 @@ async def test_serve_reads_api_and_pusher_settings_from_the_environment(
             url = f"/api/sessions/{world.session_id}/comments"
             codes = [(await http.post(url, json={"content": f"n°{i}"})).status_code
                      for i in range(3)]
+            paths = (await http.get("/openapi.json")).json()["paths"]
         assert codes == [201, 201, 429]
+        assert "/broadcasting/auth" in paths
         ws_base = server.base.replace("http://", "ws://")
         async with websockets.connect(f"{ws_base}/app/app-key?protocol=7") as pusher:
             hello = orjson.loads(await pusher.recv())
@@ -172,3 +174,7 @@ async def test_serve_reads_api_and_pusher_settings_from_the_environment(
         with pytest.raises(websockets.InvalidStatus):
             async with websockets.connect(f"{ws_base}/app/app-key?protocol=7"):
                 pass
+        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+            paths = (await http.get("/openapi.json")).json()["paths"]
+        assert "/broadcasting/auth" not in paths
+        assert "/api/realtime/tickets" in paths
