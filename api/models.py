@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from api.errors import ErrorCode
 from api.pusher_protocol import AUTH_CHANNEL_PATTERN, SOCKET_ID_PATTERN
+from api.realtime_protocol import MAX_SEQ
 from api.realtime_protocol import ErrorCode as RealtimeErrorCode
 
 CONTENT_MAX = 1000
@@ -92,7 +93,7 @@ class EventsQuery(_Request):
     """The SSE stream's query (documented here; api/sse_format.py parses it)."""
 
     since: int | None = Field(
-        default=None, ge=0,
+        default=None, ge=0, le=MAX_SEQ,
         description="The last seq seen: the stream starts after it, from the log. A"
                     " Last-Event-ID header (an EventSource's reconnection) wins over it.")
 

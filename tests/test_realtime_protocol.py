@@ -7,11 +7,14 @@ from collections.abc import Sequence
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from api import sse_format
+from api.models import EventsQuery
 from api.realtime_limits import RealtimeLimits, TokenBucket, UserConnections
 from api.realtime_protocol import (
     FRAME_DETAILS,
+    MAX_SEQ,
     CloseCode,
     ErrorCode,
     FrameError,
@@ -328,3 +331,18 @@ def test_sse_resume_point() -> None:
     for bad in ["-1", "abc", "1.5", "99999999999999999999", "٣"]:
         with pytest.raises(sse_format.ResumeError):
             sse_format.resume_point(bad, None)
+    # /openapi.json documents `since` (api/models.EventsQuery): the same bounds.
+    for since in [-1, 0, 1, MAX_SEQ, MAX_SEQ + 1]:
+        try:
+            sse_format.resume_point(None, str(since))
+        except sse_format.ResumeError:
+            accepted = False
+        else:
+            accepted = True
+        try:
+            EventsQuery.model_validate({"since": since})
+        except ValidationError:
+            documented = False
+        else:
+            documented = True
+        assert accepted == documented == (0 <= since <= MAX_SEQ), since
