@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -40,6 +41,13 @@ class _Thread(threading.Thread):
             self.server.run(sockets=[self.sock])
         except BaseException as exc:  # reported to the test thread, never lost
             self.error = exc
+
+
+def port_of(base: str) -> int:
+    """The port of a server's base URL (``http://127.0.0.1:PORT``)."""
+    port = urlsplit(base).port
+    assert port is not None, base
+    return port
 
 
 def _bind(host: str) -> socket.socket:

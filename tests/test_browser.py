@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from tests import factories
 from tests.browser import BrowserPage, PageOrigin, page_html
-from tests.servers import serve
+from tests.servers import port_of, serve
 from tests.tcpproxy import proxy
 from tests.test_pusher_support import PUSHER, build_pusher_app
 from tests.test_realtime_support import running, serve_process, sql_comment, stop
@@ -91,10 +91,6 @@ async def test_page_has_the_libraries_and_the_browser_enforces_cors(
 
 # -- courtside's browser clients, from a page on another origin ---------------------------------
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
 def _sse_page(base: str, token: str, session_id: uuid.UUID) -> str:
     """A page that trades its token for a ticket (a cross-origin POST with Authorization:
     preflighted) and follows the session with a native EventSource."""
@@ -135,7 +131,7 @@ async def test_a_pages_eventsource_resumes_by_itself_across_a_restart(
     with contextlib.ExitStack() as nodes:
         node_a = await anyio.to_thread.run_sync(
             nodes.enter_context, serve_process(db, tmp_path, env=fast))
-        async with proxy("127.0.0.1", _port(node_a.base)) as front:
+        async with proxy("127.0.0.1", port_of(node_a.base)) as front:
             base = f"http://127.0.0.1:{front.port}"
             await page.goto(page_origin.add("/", _sse_page(base, token, world.session_id)))
             assert await page.evaluate("window.ready") == 201, browser_page.log()
@@ -151,7 +147,7 @@ async def test_a_pages_eventsource_resumes_by_itself_across_a_restart(
             node_b = await anyio.to_thread.run_sync(
                 nodes.enter_context, serve_process(db, tmp_path, env=fast))
             assert await page.evaluate("window.source.readyState") == 0  # reconnecting
-            front.target = ("127.0.0.1", _port(node_b.base))
+            front.target = ("127.0.0.1", port_of(node_b.base))
             front.refusing = False
             await seen(2)
             sql_comment(db, world.session_id, world.owner, "three")
@@ -173,7 +169,7 @@ async def test_laravel_echo_in_a_page_on_another_origin(
         world.participants[0]
     page = browser_page.page
     with running(build_pusher_app(db)) as base:
-        host, port = "127.0.0.1", _port(base)
+        host, port = "127.0.0.1", port_of(base)
         script = f"""
 window.heard = [];
 window.echo = new Echo.default({{

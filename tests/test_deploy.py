@@ -29,6 +29,7 @@ import psutil
 import pytest
 
 from tests import factories
+from tests.servers import port_of
 from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
 from tests.test_realtime_support import (
     ROOT,
@@ -133,7 +134,7 @@ async def test_nginx_example_carries_every_transport(db: str) -> None:
     author_token = factories.token(db, author)
     channel = f"private-sport-session.{world.session_id}"
     with running(build_pusher_app(db)) as direct:
-        upstream = int(direct.rsplit(":", 1)[1])
+        upstream = port_of(direct)
         with nginx(upstream) as base:
             async with ws_client(base, reader_token) as ws, \
                     sse_client(base, world.session_id, reader_token) as sse, \

@@ -17,6 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests import factories
+from tests.servers import port_of
 from tests.test_realtime_support import (
     reset_socket,
     sse_client,
@@ -46,7 +47,7 @@ async def test_client_gone_during_authentication_ends_quietly(
         db: str, server: str, caplog: pytest.LogCaptureFixture) -> None:
     world = factories.world(db, participants=1)
     token = factories.token(db, world.participants[0])
-    port = int(server.rsplit(":", 1)[1])
+    port = port_of(server)
     with caplog.at_level(logging.INFO):
         # Hold the token table: authentication's read waits on it, and the client resets
         # meanwhile; the server then goes on with a socket that is gone.
@@ -69,7 +70,7 @@ async def test_client_gone_during_presence_join_keeps_the_pool_whole(
     world = factories.world(db, participants=1)
     user = world.participants[0]
     token = factories.token(db, user)
-    port = int(server.rsplit(":", 1)[1])
+    port = port_of(server)
     request = (f"GET /api/sessions/{world.session_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode()
     with caplog.at_level(logging.INFO):

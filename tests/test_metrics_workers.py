@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import (
 
 from api.metrics_workers import DIR_ENV, Snapshot, dump, load, make_directory, merge
 from tests import factories
+from tests.servers import port_of
 from tests.test_metrics import Samples, one, scrape
 from tests.test_realtime_support import Ws, serve_process, sql_comment, ws_client
 from tests.test_serve_processes import wait_for_listeners
@@ -142,7 +143,7 @@ async def test_two_workers_one_view(db: str, tmp_path: Path) -> None:
     env = {"COURTSIDE_RT_CONNECTIONS_PER_USER": "100"}
     with serve_process(db, tmp_path, workers=2, env=env) as server:
         assert wait_for_listeners(db, 2) == 2
-        port = int(server.base.rsplit(":", 1)[1])
+        port = port_of(server.base)
         async with contextlib.AsyncExitStack() as stack:
             clients: list[Ws] = []
 

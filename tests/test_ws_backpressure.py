@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from api.realtime_limits import RealtimeLimits
 from api.ws_protocol import CourtsideWebSocketProtocol
 from tests import factories
+from tests.servers import port_of
 from tests.test_realtime_support import Proxy, Ws, build_app, running, ws_client, ws_url
 
 BURST = 400
@@ -28,7 +29,7 @@ async def slow_reader(base: str, token: str) -> AsyncIterator[Ws]:
     server's socket buffers fill as soon as it stops."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    sock.connect(("127.0.0.1", port_of(base)))
     async with connect(ws_url(base), sock=sock, max_queue=1,
                        additional_headers={"Authorization": f"Bearer {token}"}) as conn:
         ws = Ws(conn)
@@ -82,7 +83,7 @@ async def test_dead_peer_is_dropped_by_keepalive(db: str) -> None:
     world = factories.world(db, participants=2)
     ghost, witness_user = world.participants
     with running(build_app(db), ws_ping_interval=0.3, ws_ping_timeout=0.6) as base:
-        port = int(base.rsplit(":", 1)[1])
+        port = port_of(base)
         async with Proxy.running(port) as proxy, \
                 ws_client(base, factories.token(db, witness_user)) as witness:
             await witness.subscribe(world.topic)

@@ -18,6 +18,7 @@ import pytest
 
 from api.ws_protocol import CourtsideWebSocketProtocol, _ReceiveQueue, text_frame
 from tests import factories
+from tests.servers import port_of
 from tests.test_realtime_support import build_app, running, sql_comment, ws_client
 
 
@@ -114,7 +115,7 @@ async def test_two_subscribers_get_the_same_frame_object_and_bytes(db: str) -> N
     author, a, b = world.participants
     RecordingProtocol.written.clear()
     with running(build_app(db), ws=RecordingProtocol) as base:
-        port = int(base.rsplit(":", 1)[1])
+        port = port_of(base)
         clients = []
         for user in (a, b):
             raw = await anyio.to_thread.run_sync(RawWs, port, factories.token(db, user))
