@@ -81,6 +81,7 @@ class Realtime:
                                config.token_expiration_minutes)
         self.presence_lists = PresenceLists(bridge.presence.list)
         self.session_access = session_access(partial(realtime_auth.session_access_rows, pool))
+        self.ticket_releases = tickets.Releases(pool, config.ticket_ttl)
 
     async def authenticate(self, authorization: str | None, ticket: str | None, *,
                            hold: tickets.Hold | None = None) -> Principal:

@@ -216,7 +216,7 @@ async def release_ticket(rt: Realtime, ticket: str, conn_id: str) -> None:
     stays good for as long as this node lives, instead of `ticket_ttl`: logged."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(2.0) as scope:
         try:
-            await tickets.release(rt.pool, ticket, conn_id, ttl=rt.config.ticket_ttl)
+            await rt.ticket_releases.release(ticket, conn_id)
         except psycopg.Error as exc:
             log.warning("SSE ticket of %s not released: %s", conn_id, exc)
     if scope.cancelled_caught:

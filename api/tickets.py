@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from api.coalesce import Coalescer
 from bridge import sqlfile
 
 SQL = sqlfile.load("api.sql", "realtime.sql")
@@ -109,10 +111,26 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
 
 
-async def release(pool: AsyncConnectionPool[Any], ticket: str, conn_id: str, *,
-                  ttl: int = TICKET_TTL_SECONDS) -> None:
-    """The stream `conn_id` held `ticket` for has ended: the ticket may reopen it for `ttl`
-    seconds (a no-op if the ticket is gone: its token deleted, or pruned)."""
-    async with pool.connection() as conn:
-        await conn.execute(SQL.release_ticket, {"hash": ticket_hash(ticket),
-                                                "conn_id": conn_id, "ttl": ttl})
+class Releases:
+    """Tickets whose streams have ended, released together: the streams that end at once (a
+    restart, a network outage) release theirs in one statement per batch (api/coalesce.py),
+    not one each. After `release` returns, the ticket may reopen its stream for `ttl`
+    seconds (nothing happens if the ticket is gone: its token deleted, or pruned)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], ttl: int = TICKET_TTL_SECONDS) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._batches: Coalescer[tuple[str, str], None] = Coalescer(
+            self._release, lambda exc: psycopg.OperationalError(f"release failed: {exc!r}"))
+
+    async def release(self, ticket: str, conn_id: str) -> None:
+        """Raises psycopg.Error when the batch could not be written."""
+        await self._batches.get((ticket_hash(ticket), conn_id))
+
+    async def _release(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], None]:
+        hashes, conn_ids = zip(*keys, strict=True)
+        async with self._pool.connection() as conn:
+            await conn.execute(SQL.release_tickets, {"hashes": list(hashes),
+                                                     "conn_ids": list(conn_ids),
+                                                     "ttl": self._ttl})
+        return {}

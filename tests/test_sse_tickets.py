@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 import anyio
 import httpx
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from api import tickets
 from api.realtime_auth import Principal
 from api.realtime_hub import RealtimeHub
 from api.realtime_protocol import ErrorCode
@@ -283,3 +285,50 @@ async def test_a_released_ticket_lasts_the_configured_ticket_ttl(db: str) -> Non
                            " FROM realtime.tickets WHERE ticket_hash = %s", (digest,)).fetchone()
     assert row is not None
     assert 4.0 < row[0] <= 7.0
+
+
+class _CountedReleases(tickets.Releases):
+    """Notes the size of each batch it writes (one statement each)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], ttl: int) -> None:
+        super().__init__(pool, ttl)
+        self.batches: list[int] = []
+
+    async def _release(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], None]:
+        self.batches.append(len(keys))
+        return await super()._release(keys)
+
+
+@pytest.mark.anyio
+async def test_streams_ending_together_release_their_tickets_in_one_statement(
+        db: str) -> None:
+    """A restart or an outage ends every stream at once: their tickets are released by a
+    statement or two, not one each (3,000 streams: 3,750 commits before, 135 after), and a
+    ticket taken over since stays its new holder's."""
+    world = factories.world(db, participants=1)
+    token_id = factories.token_id(factories.token(db, world.owner))
+    topic = f"session:{world.session_id}"
+    n = 40
+    async with AsyncConnectionPool(db, min_size=1, max_size=4, open=False) as pool:
+        held = []
+        for i in range(n + 1):
+            issued = await tickets.issue(pool, token_id=token_id, user_id=world.owner,
+                                         limit=n + 1)
+            assert issued is not None
+            hold = tickets.Hold(topic, f"sse:{i}", "node-a")
+            assert await tickets.redeem(pool, issued.ticket, hold=hold) is not None
+            held.append(issued.ticket)
+        newer = tickets.Hold(topic, "sse:newer", "node-b")
+        assert await tickets.redeem(pool, held[n], hold=newer) is not None
+        releases = _CountedReleases(pool, ttl=30)
+        async with anyio.create_task_group() as tg:
+            for i, ticket in enumerate(held):
+                tg.start_soon(releases.release, ticket, f"sse:{i}")
+    assert sum(releases.batches) == n + 1
+    assert len(releases.batches) <= 3, releases.batches
+    with psycopg.connect(db) as conn:
+        rows = {digest: (holder, fresh) for digest, holder, fresh in conn.execute(
+            "SELECT ticket_hash, held_by, expires_at - now() BETWEEN interval '20 s'"
+            " AND interval '30 s' FROM realtime.tickets WHERE ticket_hash = ANY(%s)",
+            ([ticket_hash(t) for t in held],))}
+    assert [rows[ticket_hash(t)] for t in held] == [(None, True)] * n + [("sse:newer", False)]

@@ -69,11 +69,14 @@ SELECT token_id, user_id, token_expires_at,
                jsonb_build_object('tokenId', token_id, 'connId', replaced))) AS replaced
 FROM held
 
--- name: release_ticket
--- The stream of %(conn_id)s ended: its ticket may reopen that stream for %(ttl)s seconds.
-UPDATE realtime.tickets
+-- name: release_tickets
+-- The streams %(conn_ids)s ended: each one's ticket (%(hashes)s, in the same order) may
+-- reopen that stream for %(ttl)s seconds. A ticket another connection has taken over since
+-- is that one's: left alone.
+UPDATE realtime.tickets t
 SET held_by = NULL, held_on = NULL, expires_at = now() + make_interval(secs => %(ttl)s)
-WHERE ticket_hash = %(hash)s AND held_by = %(conn_id)s
+FROM unnest(%(hashes)s::text[], %(conn_ids)s::text[]) AS r(ticket_hash, conn_id)
+WHERE t.ticket_hash = r.ticket_hash AND t.held_by = r.conn_id
 
 -- name: session_access_many
 -- Who may read a session's events: its participants, or anyone when it is public. One row
