@@ -93,7 +93,10 @@ class Realtime:
                   ) -> None:
         unregister = self.bridge.on_control(self.hub.on_control)
         try:
-            await self.hub.run(task_status=task_status)
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.ticket_releases.run)
+                await self.hub.run(task_status=task_status)
+                tg.cancel_scope.cancel()  # the hub was shut down: the releases' last write
         finally:
             unregister()
 

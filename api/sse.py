@@ -105,8 +105,7 @@ class SseConnection:
         hub.detach(self)
         hub.release(self.principal)
         if self._ticket is not None:
-            # Before the stream's last words, on which the EventSource reconnects.
-            await release_ticket(self.rt, self._ticket, self.conn_id)
+            self.rt.ticket_releases.release(self._ticket, self.conn_id)
         if self._joined:
             self._joined = False
             with (anyio.CancelScope(shield=True), anyio.move_on_after(2.0),
@@ -210,19 +209,6 @@ class _SseResponse(EventSourceResponse):
             await self._conn.cleanup()
 
 
-async def release_ticket(rt: Realtime, ticket: str, conn_id: str) -> None:
-    """Start the ticket's `ticket_ttl` after its stream. Should this fail, the reconnection
-    still gets in (it takes the ticket over from a connection that is gone), but the ticket
-    stays good for as long as this node lives, instead of `ticket_ttl`: logged."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(2.0) as scope:
-        try:
-            await rt.ticket_releases.release(ticket, conn_id)
-        except psycopg.Error as exc:
-            log.warning("SSE ticket of %s not released: %s", conn_id, exc)
-    if scope.cancelled_caught:
-        log.warning("SSE ticket of %s not released: timed out", conn_id)
-
-
 async def sse_endpoint(request: Request) -> Response:
     rt = realtime_of(request.app)
     lang = pick_language(request.headers.get("accept-language"))
@@ -249,7 +235,7 @@ async def sse_endpoint(request: Request) -> Response:
     refused = rt.hub.admit(principal)
     if refused is not None:
         if ticket:
-            await release_ticket(rt, ticket, conn_id)
+            rt.ticket_releases.release(ticket, conn_id)
         return error_response(refused, lang)
     conn = SseConnection(rt, principal, topic, since, lang, conn_id, ticket or None)
     conn.register()

@@ -21,12 +21,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from api.coalesce import Coalescer
+from api.deferred_writes import DeferredWrites
 from bridge import sqlfile
 
 SQL = sqlfile.load("api.sql", "realtime.sql")
@@ -111,26 +111,25 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
 
 
-class Releases:
-    """Tickets whose streams have ended, released together: the streams that end at once (a
-    restart, a network outage) release theirs in one statement per batch (api/coalesce.py),
-    not one each. After `release` returns, the ticket may reopen its stream for `ttl`
-    seconds (nothing happens if the ticket is gone: its token deleted, or pruned)."""
+def _release_params(noted: dict[str, str], *, ttl: int) -> dict[str, Any]:
+    hashes = sorted(noted)  # row locks in one order, as any other batch of them takes them
+    return {"hashes": hashes, "conn_ids": [noted[h] for h in hashes], "ttl": ttl}
 
-    def __init__(self, pool: AsyncConnectionPool[Any], ttl: int = TICKET_TTL_SECONDS) -> None:
-        self._pool = pool
-        self._ttl = ttl
-        self._batches: Coalescer[tuple[str, str], None] = Coalescer(
-            self._release, lambda exc: psycopg.OperationalError(f"release failed: {exc!r}"))
 
-    async def release(self, ticket: str, conn_id: str) -> None:
-        """Raises psycopg.Error when the batch could not be written."""
-        await self._batches.get((ticket_hash(ticket), conn_id))
+class Releases(DeferredWrites[str, str]):
+    """The tickets of SSE streams that have ended, released together off the streams' path
+    (api/deferred_writes.py): the streams that end at once (a restart, an outage) cost a
+    statement per `interval`, not one each, and none waits for its own. A ticket released
+    late, or never (past MAX_PENDING, or a failed write), stays held by a connection that is
+    gone: the stream's reconnection takes it over as it would from a live one; the ticket
+    lasts as long as its node then, not `ttl` more seconds."""
 
-    async def _release(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], None]:
-        hashes, conn_ids = zip(*keys, strict=True)
-        async with self._pool.connection() as conn:
-            await conn.execute(SQL.release_tickets, {"hashes": list(hashes),
-                                                     "conn_ids": list(conn_ids),
-                                                     "ttl": self._ttl})
-        return {}
+    def __init__(self, pool: AsyncConnectionPool[Any], ttl: int = TICKET_TTL_SECONDS, *,
+                 interval: float = 0.5) -> None:
+        super().__init__(pool, SQL.release_tickets, partial(_release_params, ttl=ttl),
+                         "the release of %d SSE tickets", interval=interval)
+
+    def release(self, ticket: str, conn_id: str) -> None:
+        """The stream `conn_id` held `ticket` for has ended: once written, the ticket may
+        reopen it for `ttl` seconds (unless another connection has taken it over since)."""
+        self.note(ticket_hash(ticket), conn_id)

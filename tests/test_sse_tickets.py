@@ -287,48 +287,60 @@ async def test_a_released_ticket_lasts_the_configured_ticket_ttl(db: str) -> Non
     assert 4.0 < row[0] <= 7.0
 
 
-class _CountedReleases(tickets.Releases):
-    """Notes the size of each batch it writes (one statement each)."""
-
-    def __init__(self, pool: AsyncConnectionPool[Any], ttl: int) -> None:
-        super().__init__(pool, ttl)
-        self.batches: list[int] = []
-
-    async def _release(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], None]:
-        self.batches.append(len(keys))
-        return await super()._release(keys)
-
-
-@pytest.mark.anyio
-async def test_streams_ending_together_release_their_tickets_in_one_statement(
-        db: str) -> None:
-    """A restart or an outage ends every stream at once: their tickets are released by a
-    statement or two, not one each (3,000 streams: 3,750 commits before, 135 after), and a
-    ticket taken over since stays its new holder's."""
+async def _held_tickets(pool: AsyncConnectionPool[Any], db: str, n: int
+                        ) -> tuple[str, list[str]]:
+    """A session's topic, and n tickets of one token, each holding that topic's stream for
+    a connection `sse:<i>` of node-a."""
     world = factories.world(db, participants=1)
     token_id = factories.token_id(factories.token(db, world.owner))
     topic = f"session:{world.session_id}"
-    n = 40
-    async with AsyncConnectionPool(db, min_size=1, max_size=4, open=False) as pool:
-        held = []
-        for i in range(n + 1):
-            issued = await tickets.issue(pool, token_id=token_id, user_id=world.owner,
-                                         limit=n + 1)
-            assert issued is not None
-            hold = tickets.Hold(topic, f"sse:{i}", "node-a")
-            assert await tickets.redeem(pool, issued.ticket, hold=hold) is not None
-            held.append(issued.ticket)
-        newer = tickets.Hold(topic, "sse:newer", "node-b")
-        assert await tickets.redeem(pool, held[n], hold=newer) is not None
-        releases = _CountedReleases(pool, ttl=30)
-        async with anyio.create_task_group() as tg:
-            for i, ticket in enumerate(held):
-                tg.start_soon(releases.release, ticket, f"sse:{i}")
-    assert sum(releases.batches) == n + 1
-    assert len(releases.batches) <= 3, releases.batches
+    held = []
+    for i in range(n):
+        issued = await tickets.issue(pool, token_id=token_id, user_id=world.owner, limit=n)
+        assert issued is not None
+        hold = tickets.Hold(topic, f"sse:{i}", "node-a")
+        assert await tickets.redeem(pool, issued.ticket, hold=hold) is not None
+        held.append(issued.ticket)
+    return topic, held
+
+
+def _holders(db: str, held: list[str]) -> list[tuple[str | None, bool]]:
+    """Each ticket's holder, and whether it lasts 20–30 s from now."""
     with psycopg.connect(db) as conn:
         rows = {digest: (holder, fresh) for digest, holder, fresh in conn.execute(
             "SELECT ticket_hash, held_by, expires_at - now() BETWEEN interval '20 s'"
             " AND interval '30 s' FROM realtime.tickets WHERE ticket_hash = ANY(%s)",
             ([ticket_hash(t) for t in held],))}
-    assert [rows[ticket_hash(t)] for t in held] == [(None, True)] * n + [("sse:newer", False)]
+    return [rows[ticket_hash(t)] for t in held]
+
+
+@pytest.mark.anyio
+async def test_streams_ending_together_release_their_tickets_in_one_statement(
+        db: str) -> None:
+    """A restart or an outage ends every stream at once: their tickets are released by one
+    statement, not one each, and a ticket taken over since stays its new holder's."""
+    n = 40
+    async with AsyncConnectionPool(db, min_size=1, max_size=4, open=False) as pool:
+        topic, held = await _held_tickets(pool, db, n + 1)
+        assert await tickets.redeem(pool, held[n], hold=tickets.Hold(
+            topic, "sse:newer", "node-b")) is not None
+        releases = tickets.Releases(pool, ttl=30)
+        for i, ticket in enumerate(held):
+            releases.release(ticket, f"sse:{i}")
+        assert releases.pending == n + 1
+        assert await releases.flush() == n  # one statement: rows updated
+        assert releases.pending == 0
+    assert _holders(db, held) == [(None, True)] * n + [("sse:newer", False)]
+
+
+@pytest.mark.anyio
+async def test_releases_noted_are_written_when_the_app_stops(db: str) -> None:
+    async with AsyncConnectionPool(db, min_size=1, max_size=2, open=False) as pool:
+        _, held = await _held_tickets(pool, db, 2)
+        releases = tickets.Releases(pool, ttl=30, interval=3600)  # its timer never fires
+        async with anyio.create_task_group() as tg:
+            await tg.start(releases.run)
+            for i, ticket in enumerate(held):
+                releases.release(ticket, f"sse:{i}")
+            tg.cancel_scope.cancel()
+    assert _holders(db, held) == [(None, True)] * 2
