@@ -134,11 +134,10 @@ class Bridge:
             self._signal_ready_change()
             self._ready_changed = None
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(min(self.config.query_timeout, 3.0)):
-                    try:
-                        await self.presence.leave_node()
-                    except BridgeUnavailable as exc:
-                        log.warning("could not leave cleanly: %s", exc)
+                try:
+                    await self.presence.leave_node(min(self.config.query_timeout, 3.0))
+                except BridgeUnavailable as exc:
+                    log.warning("could not leave cleanly: %s", exc)
                 if self._own_pool:
                     await self.pool.close(timeout=1.0)
 

@@ -54,15 +54,18 @@ class Presence:
         self.joins = JoinQueue(self._join_batch, finish_timeout=2 * config.query_timeout)
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+    async def _conn(self, seconds: float | None = None
+                    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         try:
-            async with query_connection(self._pool, self._config.query_timeout) as conn:
+            async with query_connection(self._pool, seconds or self._config.query_timeout
+                                        ) as conn:
                 yield conn
         except (psycopg.Error, TimeoutError) as exc:
             raise BridgeUnavailable(f"presence query failed: {exc!r}") from exc
 
-    async def _one(self, query: LiteralString, params: dict[str, Any]) -> Any:
-        async with self._conn() as conn:
+    async def _one(self, query: LiteralString, params: dict[str, Any],
+                   seconds: float | None = None) -> Any:
+        async with self._conn(seconds) as conn:
             cur = await conn.execute(query, params)
             row = await cur.fetchone()
         return row[0] if row else None
@@ -203,10 +206,12 @@ class Presence:
         gone = await self._one(_SQL.reap, {"lock": REAP_LOCK, "ttl": self._config.node_ttl})
         return int(gone or 0)
 
-    async def leave_node(self) -> int:
+    async def leave_node(self, seconds: float | None = None) -> int:
+        """Within `seconds` (default query_timeout): a caller's own deadline does not reach
+        into the shielded query (bridge/finish.py)."""
         self._local.clear()
         self._beating = False
-        gone = await self._one(_SQL.node_leave, {"node_id": self.node_id})
+        gone = await self._one(_SQL.node_leave, {"node_id": self.node_id}, seconds)
         return int(gone or 0)
 
     async def run_heartbeat(self) -> None:

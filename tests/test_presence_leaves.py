@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import anyio
@@ -55,6 +55,17 @@ async def row_locked(dsn: str, conn_id: str) -> AsyncIterator[None]:
         assert await cur.fetchone() is not None
         yield
         await conn.rollback()
+
+
+@contextlib.asynccontextmanager
+async def row_locked_later(dsn: str, conn_id: str
+                           ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """`row_locked`, once the row exists: the block is given the call that locks it."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def lock() -> None:
+            await stack.enter_async_context(row_locked(dsn, conn_id))
+
+        yield lock
 
 
 async def leave_giving_up(bridge: Bridge, topic: str, user: uuid.UUID, conn_id: str,
@@ -262,3 +273,21 @@ async def test_leaves_still_queued_when_the_node_stops_are_released() -> None:
     assert leave.done.is_set()
     assert leave.went_offline is None
     assert len(queue) == 0
+
+
+async def test_a_nodes_stop_waits_for_its_leave_no_longer_than_three_seconds(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Its presence rows locked by another transaction, a stopping node gives up on leaving
+    after min(query_timeout, 3 s); the rows then go when its heartbeat is missed. (The bound
+    was a deadline around the leave, which its shielded query did not hear: the stop took
+    the whole query_timeout.)"""
+    w = factories.world(db, participants=1)
+    slow = replace(FAST, query_timeout=20.0)
+    async with row_locked_later(db, "k") as lock:
+        async with running(db, node_id="node-a", config=slow) as a:
+            assert await a.presence.join(w.topic, w.owner, "k") is True
+            await lock()
+            stopping = anyio.current_time()
+        took = anyio.current_time() - stopping
+    assert 2.5 < took < 10, took
+    assert "could not leave cleanly" in caplog.text
