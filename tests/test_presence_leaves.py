@@ -291,3 +291,29 @@ async def test_a_nodes_stop_waits_for_its_leave_no_longer_than_three_seconds(
         took = anyio.current_time() - stopping
     assert 2.5 < took < 10, took
     assert "could not leave cleanly" in caplog.text
+
+
+async def test_a_node_that_goes_takes_each_user_offline_once(db: str) -> None:
+    """Several connections of one user on a node that stops, or that dies and is reaped:
+    one `user.offline` for that user, not one per connection."""
+    w = factories.world(db, participants=2)
+    alice, bob = w.participants
+    async with running(db, node_id="watcher") as watcher, anyio.create_task_group() as tg:
+        c = await collect(tg, watcher, w.topic)
+        async with running(db, node_id="node-a") as a:
+            for conn_id in ("k1", "k2", "k3"):
+                assert await a.presence.join(w.topic, alice, conn_id) is (conn_id == "k1")
+            assert await a.presence.join(w.topic, bob, "b") is True
+        # node-a stopped: its rows went in one transaction, and so did its events.
+        await wait_for(lambda: len(offline(c)) >= 2, 10, "node-a's users offline")
+        # A node that dies: its rows outlive it until a live node's reaper takes them.
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("SELECT realtime.node_heartbeat_v1('ghost')")
+            for conn_id in ("g1", "g2", "g3"):
+                conn.execute("SELECT realtime.presence_join_v1(%s, %s, %s, 'ghost', NULL)",
+                             (w.topic, alice, conn_id))
+            conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'ghost'")
+        await wait_for(lambda: len(offline(c)) >= 3, 10, "the ghost's user offline")
+        await anyio.sleep(0.5)  # a duplicate, committed with the first, would be here too
+        tg.cancel_scope.cancel()
+    assert sorted(offline(c)) == sorted([str(alice), str(bob), str(alice)])

@@ -57,3 +57,35 @@ def test_only_live_rows_make_a_user_online_and_listed(db: str) -> None:
         listed = {uuid.UUID(r[0]) for r in conn.execute(
             "SELECT p->>'id' FROM realtime.presence_list_v1(%s) p", (topic,))}
         assert listed == {rest_live}
+
+
+def test_a_node_that_goes_counts_and_settles_each_user_once(db: str) -> None:
+    """node_leave_v1 and presence_reap_v1 answer how many users went offline: one per user,
+    however many connections each had (they answered one per connection). Each user is
+    settled once, so that leaving 2,000 connections of one user is not quadratic."""
+    w = factories.world(db, participants=3)
+    alice, bob, carol = w.participants
+    with psycopg.connect(db, autocommit=True) as conn:
+        def one(query: str, *params: object) -> int:
+            row = conn.execute(query, params).fetchone()
+            assert row is not None
+            return int(str(row[0]))
+
+        for node in ("node-a", "node-b"):
+            conn.execute("INSERT INTO realtime.nodes (node_id) VALUES (%s)", (node,))
+            for _ in range(3):
+                _row(conn, w.topic, alice, node=node)
+                _row(conn, "session:other", alice, node=node)
+            _row(conn, w.topic, bob, node=node)
+        _row(conn, w.topic, carol, node="node-b")
+        assert one("SELECT realtime.node_leave_v1('node-a')") == 0  # node-b keeps them
+        conn.execute("DELETE FROM realtime.nodes WHERE node_id = 'node-b'")
+        # alice on two topics, bob, carol
+        assert one("SELECT realtime.presence_reap_v1('1 hour')") == 4
+        conn.execute("INSERT INTO realtime.nodes (node_id) VALUES ('node-c')")
+        conn.execute(
+            "INSERT INTO realtime.presence (topic, user_id, conn_id, node_id)"
+            " SELECT %s, %s, 'c' || i, 'node-c' FROM generate_series(1, 2000) i",
+            (w.topic, alice))
+        _row(conn, w.topic, bob, node="node-c")
+        assert one("SELECT realtime.node_leave_v1('node-c')") == 2

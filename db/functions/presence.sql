@@ -228,8 +228,12 @@ DECLARE
     n integer := 0;
 BEGIN
     DELETE FROM realtime.nodes WHERE node_id = p_node_id;
+    -- Each (topic, user) once, in presence_lock_order_v1's order (see presence_reap_v1).
     FOR r IN
-        DELETE FROM realtime.presence WHERE node_id = p_node_id RETURNING topic, user_id
+        WITH gone AS (
+            DELETE FROM realtime.presence WHERE node_id = p_node_id RETURNING topic, user_id)
+        SELECT DISTINCT g.topic, g.user_id, realtime.presence_lock_key_v1(g.topic, g.user_id)
+        FROM gone g ORDER BY 3, 1, 2
     LOOP
         PERFORM realtime.presence_lock_v1(r.topic, r.user_id);
         IF realtime.presence_settle_v1(r.topic, r.user_id) THEN
@@ -250,12 +254,18 @@ DECLARE
     n integer := 0;
 BEGIN
     DELETE FROM realtime.nodes WHERE heartbeat_at < now() - p_node_ttl;
+    -- Each (topic, user) once: settled per deleted row, a user with n connections was
+    -- settled n times, each rescanning their deleted rows (O(n²); 10 s of CPU for 10,000),
+    -- and counted n times. In presence_lock_order_v1's order, as every batch takes them.
     FOR r IN
-        DELETE FROM realtime.presence p
-        WHERE (p.expires_at IS NOT NULL AND p.expires_at <= now())
-           OR (p.expires_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM realtime.nodes n WHERE n.node_id = p.node_id))
-        RETURNING p.topic, p.user_id
+        WITH gone AS (
+            DELETE FROM realtime.presence p
+            WHERE (p.expires_at IS NOT NULL AND p.expires_at <= now())
+               OR (p.expires_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM realtime.nodes n WHERE n.node_id = p.node_id))
+            RETURNING p.topic, p.user_id)
+        SELECT DISTINCT g.topic, g.user_id, realtime.presence_lock_key_v1(g.topic, g.user_id)
+        FROM gone g ORDER BY 3, 1, 2
     LOOP
         PERFORM realtime.presence_lock_v1(r.topic, r.user_id);
         IF realtime.presence_settle_v1(r.topic, r.user_id) THEN
