@@ -111,12 +111,15 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
     return Redeemed(int(token_id), uuid.UUID(str(user_id)), expires_at)
 
 
-def _release_params(noted: dict[str, str], *, ttl: int) -> dict[str, Any]:
-    hashes = sorted(noted)  # row locks in one order, as any other batch of them takes them
-    return {"hashes": hashes, "conn_ids": [noted[h] for h in hashes], "ttl": ttl}
+def _release_params(noted: dict[tuple[str, str], None], *, ttl: int) -> dict[str, Any]:
+    # By (ticket, connection): the connection a ticket was taken over from and the one that
+    # took it may both end before a write; only the holder's release matches. Sorted: row
+    # locks in one order, as any other batch of them takes them.
+    keys = sorted(noted)
+    return {"hashes": [h for h, _ in keys], "conn_ids": [c for _, c in keys], "ttl": ttl}
 
 
-class Releases(DeferredWrites[str, str]):
+class Releases(DeferredWrites[tuple[str, str], None]):
     """The tickets of SSE streams that have ended, released together off the streams' path
     (api/deferred_writes.py): the streams that end at once (a restart, an outage) cost a
     statement per `interval`, not one each, and none waits for its own. A ticket released
@@ -132,4 +135,4 @@ class Releases(DeferredWrites[str, str]):
     def release(self, ticket: str, conn_id: str) -> None:
         """The stream `conn_id` held `ticket` for has ended: once written, the ticket may
         reopen it for `ttl` seconds (unless another connection has taken it over since)."""
-        self.note(ticket_hash(ticket), conn_id)
+        self.note((ticket_hash(ticket), conn_id), None)

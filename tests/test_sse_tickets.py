@@ -318,19 +318,22 @@ def _holders(db: str, held: list[str]) -> list[tuple[str | None, bool]]:
 async def test_streams_ending_together_release_their_tickets_in_one_statement(
         db: str) -> None:
     """A restart or an outage ends every stream at once: their tickets are released by one
-    statement, not one each, and a ticket taken over since stays its new holder's."""
+    statement, not one each. A ticket taken over since stays its new holder's, unless that
+    one has ended too (and ended first: its release is not undone by the older one's)."""
     n = 40
     async with AsyncConnectionPool(db, min_size=1, max_size=4, open=False) as pool:
-        topic, held = await _held_tickets(pool, db, n + 1)
-        assert await tickets.redeem(pool, held[n], hold=tickets.Hold(
-            topic, "sse:newer", "node-b")) is not None
+        topic, held = await _held_tickets(pool, db, n + 2)
+        for i in (n, n + 1):
+            assert await tickets.redeem(pool, held[i], hold=tickets.Hold(
+                topic, f"sse:newer{i}", "node-b")) is not None
         releases = tickets.Releases(pool, ttl=30)
+        releases.release(held[n + 1], f"sse:newer{n + 1}")
         for i, ticket in enumerate(held):
             releases.release(ticket, f"sse:{i}")
-        assert releases.pending == n + 1
-        assert await releases.flush() == n  # one statement: rows updated
+        assert releases.pending == n + 3
+        assert await releases.flush() == n + 1  # one statement: rows updated
         assert releases.pending == 0
-    assert _holders(db, held) == [(None, True)] * n + [("sse:newer", False)]
+    assert _holders(db, held) == [(None, True)] * n + [(f"sse:newer{n}", False), (None, True)]
 
 
 @pytest.mark.anyio
