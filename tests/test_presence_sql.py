@@ -61,8 +61,8 @@ def test_only_live_rows_make_a_user_online_and_listed(db: str) -> None:
 
 def test_a_node_that_goes_counts_and_settles_each_user_once(db: str) -> None:
     """node_leave_v1 and presence_reap_v1 answer how many users went offline: one per user,
-    however many connections each had (they answered one per connection). Each user is
-    settled once, so that leaving 2,000 connections of one user is not quadratic."""
+    however many connections each had (they answered one per connection, settling each
+    user once per row)."""
     w = factories.world(db, participants=3)
     alice, bob, carol = w.participants
     with psycopg.connect(db, autocommit=True) as conn:
