@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,60 +29,14 @@ import httpx
 import psycopg
 
 from bench import procstat
+from bench.checkouts import ROOT, Served, migrate_checkout, serve_checkout
 from bench.database import SessionFx, make_sessions, open_db
-from courtside.pgcluster import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 AUTHORS = 50
 MENTIONABLE = 10
 SEED_COMMENTS = 3000  # a multiple of AUTHORS: seed comment i % SEED_COMMENTS is author i's
 
 Request = Callable[[httpx.Client, int], httpx.Response]
-
-
-@dataclass
-class Served:
-    base: str
-    pid: int
-
-
-def _environment(code: Path, dsn: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(code), "DATABASE_URL": dsn,
-            "COURTSIDE_API_COMMENTS_PER_MINUTE": "1000000", "COURTSIDE_LOG_LEVEL": "warning"}
-
-
-def _migrate(code: Path, dsn: str) -> None:
-    subprocess.run([sys.executable, "-m", "courtside.cli", "migrate"], cwd=code,
-                   env=_environment(code, dsn), check=True, capture_output=True, timeout=120)
-
-
-@contextlib.contextmanager
-def _serve(code: Path, dsn: str, log: Path) -> Iterator[Served]:
-    port = free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "courtside.cli", "serve", "--port", str(port)], cwd=code,
-            env=_environment(code, dsn), stdout=out, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{base}/readyz", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"{code}: the server did not start (see {log})") from None
-                    time.sleep(0.1)
-            yield Served(base, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _requests(session: SessionFx, seeded: list[str]) -> dict[str, Request]:
@@ -115,8 +66,8 @@ def measure(old: Path, new: Path, dsn: str | None, block: int, blocks: int,
             log_dir: Path) -> dict[str, Any]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open_db(dsn) as db:
-        _migrate(old, db.dsn)
-        _migrate(new, db.dsn)
+        migrate_checkout(old, db.dsn)
+        migrate_checkout(new, db.dsn)
         session = make_sessions(db, 1, AUTHORS + MENTIONABLE)[0]
         # Comments in place, and analysed, before either server plans a query: a backend
         # keeps the plans its PL/pgSQL functions made (the rendering's among them), and a
@@ -124,8 +75,8 @@ def measure(old: Path, new: Path, dsn: str | None, block: int, blocks: int,
         # (an A/A run, this checkout on both sides, then measured the side that wrote
         # first 1.2-2 x slower).
         seeded = _seed(db.dsn, session)
-        with _serve(old, db.dsn, log_dir / "rest-ab-old.log") as a, \
-                _serve(new, db.dsn, log_dir / "rest-ab-new.log") as b:
+        with serve_checkout(old, db.dsn, log_dir / "rest-ab-old.log") as a, \
+                serve_checkout(new, db.dsn, log_dir / "rest-ab-new.log") as b:
             served = {"old": a, "new": b}
             return _alternate(session, seeded, served, block, blocks)
 

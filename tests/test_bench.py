@@ -521,3 +521,20 @@ def test_rest_ab_runs_both_checkouts_and_reports_every_kind(tmp_path: Path) -> N
             assert _positive(r["cpu_us"]), (kind, r)
             assert r["p50_ms"] <= r["p90_ms"], (kind, r)
     assert "| list (20) |" in done.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", ["drop", "stop"])
+def test_stream_ends_releases_every_ticket_and_reports_it(tmp_path: Path, case: str) -> None:
+    """bench.stream_ends on this checkout: 60 ticket streams of 3 users end at once; every
+    ticket comes back released, and the report says how long it took."""
+    out = tmp_path / "ends.json"
+    _run_module(["bench.stream_ends", "--streams", "60", "--case", case, "--out", str(out)],
+                100)
+    [result] = json.loads(out.read_text())
+    assert (result["side"], result["streams"], result["case"]) == ("new", 60, case)
+    assert result["left_held"] == 0, result
+    # A stall of the loop may be logged on a busy machine; nothing else may.
+    assert set(result["warnings"]) <= {"courtside.loop"}, result
+    assert _positive(result["released_s" if case == "drop" else "stopped_s"]), result
+    assert result["commits"] > 0, result
