@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", help="a PostgreSQL server to create the databases on")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream-ends.json")
     args = p.parse_args(argv)
+    if args.streams < 1:
+        p.error("--streams: at least 1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for side, code in (("old", args.old), ("new", args.new)):
