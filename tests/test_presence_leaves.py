@@ -278,7 +278,7 @@ async def test_leaves_still_queued_when_the_node_stops_are_released() -> None:
 async def test_a_nodes_stop_waits_for_its_leave_no_longer_than_three_seconds(
         db: str, caplog: pytest.LogCaptureFixture) -> None:
     """Its presence rows locked by another transaction, a stopping node gives up on leaving
-    after min(query_timeout, 3 s); the rows then go when its heartbeat is missed. (The bound
+    after min(query_timeout, 3 s) (its rows are then left to the other nodes' reaper). (The bound
     was a deadline around the leave, which its shielded query did not hear: the stop took
     the whole query_timeout.)"""
     w = factories.world(db, participants=1)
