@@ -1,10 +1,14 @@
 """Server-Sent Events: ``GET /api/sessions/{sessionId}/events``.
 
 The request is refused with the API's JSON error envelope (401/403/404/422/429) until it is
-known to be allowed; only then does the 200 stream start. The stream is fed by a producer
-task through a small buffer, so a client that stops reading fills the bridge's bounded queue
-and is cut off, instead of growing memory here. An SSE subscriber is present in the session
-while its stream is open, like a WebSocket subscriber.
+known to be allowed; only then does the 200 stream start. Under courtside's HTTP protocol
+(api/http_protocol.py) the bridge's fan-out writes each event's pre-built chunk to the
+socket itself, and the stream's task writes only what the fan-out leaves to it
+(`_ChunkedSseResponse`); otherwise the stream is sse-starlette's, fed by a producer task
+through a small buffer (`_SseResponse`). Either way a client that stops reading fills the
+bridge's bounded queue, or blocks a write for `send_timeout`, and is dropped, instead of
+growing memory here. An SSE subscriber is present in the session while its stream is open,
+like a WebSocket subscriber.
 
 When the server ends a stream (token revoked or expired, participant removed, restart, the
 client fell behind) it first sends ``event: closed`` with ``{"code", "message"}``: an
@@ -19,24 +23,26 @@ import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import orjson
 import psycopg
-from anyio.streams.memory import MemoryObjectSendStream
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api import realtime_auth, sse_format, tickets
+from api.http_protocol import ChunkWriter, chunk_writer, http_chunk
 from api.realtime_auth import AccessDenied, Principal
 from api.realtime_http import error_response
 from api.realtime_protocol import ErrorCode, Language, Topic, message_for, pick_language
 from api.realtime_state import Realtime, realtime_of
-from bridge import BridgeError, CutOff, Event, Reset
+from bridge import BridgeError, CutOff, Direct, Event, Reset
 
 log = logging.getLogger("courtside.sse")
 # How long a stream whose ticket another connection took over waits before reconnecting.
@@ -45,6 +51,35 @@ REPLACED_RETRY_MS = 600_000
 
 def sse_event_chunk(event: Event) -> bytes:
     return sse_format.event(event.type, event.data, event.seq)
+
+
+def sse_event_http_chunk(event: Event) -> bytes:
+    """What the fan-out writes to a `ChunkWriter`'s socket: the event as one body chunk."""
+    return http_chunk(event.encoded("sse", sse_event_chunk))
+
+
+# `Event.encoded`'s cache key of `sse_event_http_chunk`, shared by every stream.
+HTTP_CHUNK_KEY = "sse:chunk"
+
+
+def _decline(event: Event) -> bool:
+    """The stream's sink: what the fan-out cannot write itself is queued for its task."""
+    return False
+
+
+class StreamOut(Protocol):
+    """Where a stream's bytes go: sse-starlette's buffer, or a `ChunkWriter` (`_ChunkOut`)."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> Any: ...
+
+    async def send(self, item: bytes) -> None: ...
+
+
+class Stopping(Protocol):
+    async def wait(self) -> Any: ...
 
 
 class SseConnection:
@@ -113,23 +148,28 @@ class SseConnection:
                 await self.rt.bridge.presence.leave(self.topic.name, self.principal.user_id,
                                                     self.conn_id)
 
-    async def produce(self, out: MemoryObjectSendStream[bytes], shutdown: anyio.Event) -> None:
+    async def produce(self, out: StreamOut, shutdown: Stopping,
+                      direct: Direct | None = None) -> None:
+        """The stream, until it ends; ``direct``: how the fan-out may write events to the
+        socket itself while this task waits for the next one."""
+        gone = False
         async with out:
             try:
                 with self._scope:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._watch_expiry)
                         tg.start_soon(self._watch_shutdown, shutdown)
-                        await self._stream(out)
+                        await self._stream(out, direct)
                         tg.cancel_scope.cancel()
-            except (BridgeError, TimeoutError, psycopg.Error):
+            # The task group raises what `_stream` raised inside an exception group.
+            except* (BridgeError, TimeoutError, psycopg.Error):
                 log.warning("SSE stream of %s failed", self.topic.name, exc_info=True)
                 self._end = self._end or ErrorCode.NOT_READY
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return  # the response is gone
+            except* (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                gone = True  # the response is gone
             finally:
                 await self.cleanup()
-            if self._end is not None:
+            if self._end is not None and not gone:
                 body = orjson.dumps({"code": self._end.value,
                                      "message": message_for(self._end, self.lang)})
                 with anyio.move_on_after(1.0), contextlib.suppress(anyio.BrokenResourceError):
@@ -140,7 +180,7 @@ class SseConnection:
                         await out.send(sse_format.retry(REPLACED_RETRY_MS))
                     await out.send(sse_format.event("closed", body))
 
-    async def _stream(self, out: MemoryObjectSendStream[bytes]) -> None:
+    async def _stream(self, out: StreamOut, direct: Direct | None) -> None:
         bridge = self.rt.bridge
         name = self.topic.name
         async with contextlib.AsyncExitStack() as stack:
@@ -155,6 +195,8 @@ class SseConnection:
             # The first bytes of the stream: from here on nothing is missed, so a client
             # that needs to know when it is live waits for this.
             await out.send(sse_format.retry(self.rt.config.limits.sse_retry_ms))
+            if direct is not None:
+                sub.set_sink(_decline, direct)
             async for item in sub:
                 if isinstance(item, Event):
                     await out.send(item.encoded("sse", sse_event_chunk))
@@ -167,7 +209,7 @@ class SseConnection:
                     }.get(item.reason, ErrorCode.NOT_READY)
                     return
 
-    async def _watch_shutdown(self, shutdown: anyio.Event) -> None:
+    async def _watch_shutdown(self, shutdown: Stopping) -> None:
         await shutdown.wait()
         self.close_soon(ErrorCode.SERVICE_RESTART)
 
@@ -207,6 +249,99 @@ class _SseResponse(EventSourceResponse):
             for stream in self._streams:
                 stream.close()
             await self._conn.cleanup()
+
+
+class _ChunkOut:
+    """A stream's own writes through its `ChunkWriter`: the first line, resets, pings, the
+    goodbye, and the events the fan-out left to it. As sse-starlette does, a peer that has
+    not read for `send_timeout` is dropped."""
+
+    def __init__(self, writer: ChunkWriter, send_timeout: float, topic: str) -> None:
+        self._writer = writer
+        self._timeout = send_timeout
+        self._topic = topic
+        self.dropped = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    async def send(self, item: bytes) -> None:
+        writer = self._writer
+        if writer.write_paused:
+            with anyio.move_on_after(self._timeout):
+                await writer.drained()
+            if writer.write_paused and writer.streaming:
+                log.info("SSE client of %s stopped reading; dropped", self._topic)
+                self.dropped = True
+                writer.abort()
+        if not writer.write(http_chunk(item)):
+            raise anyio.BrokenResourceError
+
+
+class _ChunkedSseResponse(Response):
+    """The stream written through a `ChunkWriter` (api/http_protocol.py): events go from
+    the fan-out to the socket without this task. The same bytes as `_SseResponse` sends."""
+
+    def __init__(self, conn: SseConnection, writer: ChunkWriter, *, ping: float,
+                 send_timeout: float) -> None:
+        self.status_code = 200
+        self.background = None
+        self._conn = conn
+        self._writer = writer
+        self._ping_interval = ping
+        self._send_timeout = send_timeout
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            (b"cache-control", b"no-cache, no-store"),
+                            (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        conn, writer = self._conn, self._writer
+        out = _ChunkOut(writer, self._send_timeout, conn.topic.name)
+        try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
+            if writer.start():
+                direct = Direct(writer.gate, HTTP_CHUNK_KEY, sse_event_http_chunk, None)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._ping, out)
+                    tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
+                    await conn.produce(out, writer.stopping, direct)
+                    tg.cancel_scope.cancel()
+        finally:
+            writer.finish()
+            await conn.cleanup()
+        if not out.dropped and writer.write_paused:
+            # Ended while its peer does not read (cut off as a slow consumer): uvicorn's
+            # send would wait for the buffer to drain before ending the body, for ever.
+            log.info("SSE client of %s stopped reading; dropped", conn.topic.name)
+            out.dropped = True
+            writer.abort()
+        if out.dropped:
+            # uvicorn learns of the abort on the loop's next turn; until it has, ending the
+            # response would write to a closed transport.
+            await anyio.lowlevel.checkpoint()
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _ping(self, out: _ChunkOut) -> None:
+        if self._ping_interval <= 0:
+            return
+        ping = sse_format.comment("ping")
+        # A refused write: the connection is gone, and `_until_disconnect` hears of it.
+        with contextlib.suppress(anyio.BrokenResourceError):
+            while True:
+                await anyio.sleep(self._ping_interval)
+                await out.send(ping)
+
+
+async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 async def sse_endpoint(request: Request) -> Response:
@@ -250,6 +385,10 @@ async def sse_endpoint(request: Request) -> Response:
     if request.method == "HEAD":
         await conn.cleanup()
         return Response(status_code=200, media_type="text/event-stream")
+    writer = chunk_writer(request.scope)
+    if writer is not None:
+        return _ChunkedSseResponse(conn, writer, ping=rt.config.limits.sse_heartbeat,
+                                   send_timeout=rt.config.send_timeout)
     return _SseResponse(conn, ping=rt.config.limits.sse_heartbeat,
                         send_timeout=rt.config.send_timeout,
                         headers={"Cache-Control": "no-cache, no-store"})

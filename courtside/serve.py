@@ -108,6 +108,8 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
             port=port,
             workers=max(1, workers),
             lifespan="on",
+            # uvicorn's httptools, plus pre-built SSE chunks (api/http_protocol.py).
+            http="api.http_protocol:CourtsideHttpProtocol",
             # uvicorn's websockets-sansio, plus pre-built frames (api/ws_protocol.py).
             ws="api.ws_protocol:CourtsideWebSocketProtocol",
             # Refuse an oversized frame before it is buffered whole; the app checks the

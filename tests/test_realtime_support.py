@@ -60,7 +60,8 @@ def free_port() -> int:
 def running(app: Starlette, **config: Any) -> Iterator[str]:
     """`app` under a real uvicorn on a free port (tests/servers.py), as `courtside serve`
     configures it."""
-    settings: dict[str, Any] = {"ws": "api.ws_protocol:CourtsideWebSocketProtocol",
+    settings: dict[str, Any] = {"http": "api.http_protocol:CourtsideHttpProtocol",
+                                "ws": "api.ws_protocol:CourtsideWebSocketProtocol",
                                 "ws_per_message_deflate": False,
                                 "shutdown_timeout": 6.0}
     settings.update(config)

@@ -1,0 +1,264 @@
+"""Pre-built SSE chunks (api/http_protocol.py): under courtside's HTTP protocol an event's
+chunk is built once and the bridge's fan-out writes the same bytes to every stream; what goes
+on the wire is a valid chunked body. Without the protocol (uvicorn's h11) streams go through
+ASGI and sse-starlette, and behave the same.
+
+The streams here are raw TCP clients, so the bytes compared are the bytes received."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from typing import Any, ClassVar
+
+import anyio
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from api.http_protocol import ChunkWriter, CourtsideHttpProtocol
+from api.realtime_limits import RealtimeLimits
+from api.realtime_protocol import ErrorCode
+from tests import factories
+from tests.servers import port_of
+from tests.test_churn import scrape
+from tests.test_realtime_support import build_app, running, sql, sql_comment, sse_client
+
+
+class RecordingWriter(ChunkWriter):
+    """The real writer; it also remembers what the fan-out handed each stream's socket."""
+
+    written: ClassVar[list[tuple[int, bytes]]] = []
+
+    def start(self) -> bool:
+        started = super().start()
+        if started:
+            write = self.gate.write  # what the fan-out calls itself (bridge/direct.py)
+
+            def recording(chunk: bytes) -> object:
+                RecordingWriter.written.append((id(self), chunk))
+                return write(chunk)
+
+            self.gate.write = recording
+        return started
+
+
+class RecordingProtocol(CourtsideHttpProtocol):
+    writer_class = RecordingWriter
+
+
+class RawSse:
+    """An SSE client on a plain socket: the exact bytes of each chunk of the body."""
+
+    def __init__(self, port: int, session_id: object, token: str,
+                 rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall((f"GET /api/sessions/{session_id}/events HTTP/1.1\r\n"
+                           f"Host: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+                           f"Authorization: Bearer {token}\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        self.head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert self.head.startswith(b"HTTP/1.1 200"), self.head
+        assert b"transfer-encoding: chunked" in self.head.lower()
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        return data
+
+    def chunk(self) -> tuple[bytes, bytes]:
+        """(the chunk's raw bytes on the wire, its payload) of the next chunk."""
+        while b"\r\n" not in self.buf:
+            self.buf += self._recv()
+        size_line, _ = self.buf.split(b"\r\n", 1)
+        assert re.fullmatch(rb"[0-9a-f]+", size_line), size_line
+        size = int(size_line, 16)
+        end = len(size_line) + 2 + size + 2
+        while len(self.buf) < end:
+            self.buf += self._recv()
+        raw, self.buf = self.buf[:end], self.buf[end:]
+        assert raw.endswith(b"\r\n")
+        return raw, raw[len(size_line) + 2:-2]
+
+    def until(self, marker: bytes) -> tuple[bytes, bytes]:
+        while True:
+            raw, payload = self.chunk()
+            if marker in payload:
+                return raw, payload
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse_event(payload: bytes) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for line in payload.decode().split("\n"):
+        if line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return fields
+
+
+@pytest.mark.anyio
+async def test_two_streams_get_the_same_chunk_object_and_bytes(db: str) -> None:
+    world = factories.world(db, participants=3)
+    author, a, b = world.participants
+    RecordingWriter.written.clear()
+    with running(build_app(db), http=RecordingProtocol) as base:
+        port = port_of(base)
+        clients = [await anyio.to_thread.run_sync(RawSse, port, world.session_id,
+                                                  factories.token(db, user)) for user in (a, b)]
+        try:
+            for raw in clients:  # `retry:` first: the stream is live
+                _, first = await anyio.to_thread.run_sync(raw.chunk)
+                assert first.startswith(b"retry: ")
+            for content in ("short", "é" * 900):  # a chunk size of three hex digits
+                comment_id = sql_comment(db, world.session_id, author, content)
+                got = [await anyio.to_thread.run_sync(raw.until, comment_id.encode())
+                       for raw in clients]
+                (raw_a, payload), (raw_b, _) = got
+                assert raw_a == raw_b  # byte for byte on the wire
+                event = parse_event(payload)
+                assert event["event"] == "comment.created"
+                data = orjson.loads(event["data"])
+                assert data["comment"]["content"] == content
+                # Written by the fan-out, built once: both streams got the very same object.
+                chunks = [(w, c) for w, c in RecordingWriter.written if c == raw_a]
+                assert len({w for w, _ in chunks}) == 2
+                assert len({id(c) for _, c in chunks}) == 1
+        finally:
+            for raw in clients:
+                raw.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http", ["courtside", "h11"])
+async def test_events_pings_and_the_goodbye_on_either_path(db: str, http: str) -> None:
+    """The same stream with pre-built chunks and through ASGI (h11): events in order, a ping
+    comment when idle, and `closed` when the server ends it (here: the token revoked)."""
+    world = factories.world(db, participants=2)
+    author, reader = world.participants
+    token = factories.token(db, reader)
+    protocol = CourtsideHttpProtocol if http == "courtside" else "h11"
+    app = build_app(db, RealtimeLimits(sse_heartbeat=0.3))
+    with running(app, http=protocol) as base:
+        async with sse_client(base, world.session_id, token) as sse:
+            ids = [sql_comment(db, world.session_id, author, f"c{i}") for i in range(5)]
+            events = await sse.durable(5)
+            assert [orjson.loads(e.data)["comment"]["id"] for e in events] == ids
+            assert [int(e.id) for e in events] == [1, 2, 3, 4, 5]
+            sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
+                (factories.token_id(token),))
+            closed = await sse.expect("closed", wait=10)
+            assert orjson.loads(closed.data)["code"] == ErrorCode.TOKEN_REVOKED.value
+        # httpx-sse hands comment lines over as nothing: the ping is read off the wire.
+        raw = await anyio.to_thread.run_sync(RawSse, port_of(base), world.session_id,
+                                             factories.token(db, author))
+        try:
+            await anyio.to_thread.run_sync(raw.chunk)  # retry:
+            _, ping = await anyio.to_thread.run_sync(raw.until, b": ping")
+            assert ping.startswith(b": ping")  # sse-starlette's carries the time
+        finally:
+            raw.close()
+
+
+def _one(row: tuple[Any, ...] | None) -> Any:
+    assert row is not None
+    return row[0]
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_stops_reading_is_dropped_and_the_others_get_everything(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    world = factories.world(db, participants=3)
+    author, reader, stalled = world.participants
+    app = build_app(db, send_timeout=1.0)
+    with caplog.at_level(logging.INFO), running(app) as base:
+        port = port_of(base)
+        stuck = await anyio.to_thread.run_sync(
+            lambda: RawSse(port, world.session_id, factories.token(db, stalled), rcvbuf=4096))
+        try:
+            async with sse_client(base, world.session_id, factories.token(db, reader)) as sse:
+                # ~1.2 KB each: 400 fill the kernel's buffers and the transport's 64 KiB;
+                # those behind wait in the stalled stream's queue until it is dropped.
+                with psycopg.connect(db, autocommit=True) as conn:
+                    ids = [str(_one(conn.execute(
+                        "INSERT INTO sport_session_comments (sport_session_id, user_id,"
+                        " content) VALUES (%s, %s, %s) RETURNING id",
+                        (world.session_id, author, f"{i} " + "x" * 990)).fetchone()))
+                        for i in range(400)]
+                events = await sse.durable(400, wait=60)
+                assert [orjson.loads(e.data)["comment"]["id"] for e in events] == ids
+                deadline = time.monotonic() + 15
+                while True:
+                    samples = await scrape(base)
+                    streams = samples.get(("courtside_connections", (("transport", "sse"),)))
+                    if streams == 1 or time.monotonic() > deadline:
+                        break
+                    await anyio.sleep(0.2)
+                assert streams == 1  # the stalled one is gone, the reader stays
+        finally:
+            stuck.close()
+    dropped = [r for r in caplog.records if "stopped reading; dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
+    assert noisy == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http", ["courtside", "h11"])
+async def test_a_stream_that_cannot_be_set_up_says_so(db: str, http: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Setting the stream up outlasts `setup_timeout`: the client is told (`closed`,
+    NOT_READY, and reconnects), the server logs a warning, not an unhandled error."""
+    world = factories.world(db, participants=2)
+    _, reader = world.participants
+    protocol = CourtsideHttpProtocol if http == "courtside" else "h11"
+    app = build_app(db, setup_timeout=1e-9)
+    with caplog.at_level(logging.INFO), running(app, http=protocol) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http_client:
+            r = await http_client.get(
+                f"/api/sessions/{world.session_id}/events",
+                headers={"Authorization": f"Bearer {factories.token(db, reader)}"})
+    assert r.status_code == 200
+    assert b"event: closed" in r.content
+    closed = [line for line in r.text.split("\n") if line.startswith("data: ")][-1]
+    assert orjson.loads(closed.removeprefix("data: "))["code"] == ErrorCode.NOT_READY.value
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert any("SSE stream of" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
+
+
+def test_a_stopping_server_ends_its_streams_with_a_goodbye(db: str) -> None:
+    """uvicorn would wait out its graceful-shutdown timeout for a stream, then cut it: the
+    stream hears of the shutdown from the protocol and says `closed` / SERVICE_RESTART
+    first (an EventSource then reconnects, to this server's successor).
+
+    Only courtside's protocol here: through ASGI the stream learns of the shutdown from
+    sse-starlette, which finds uvicorn through its signal handlers, and a server run in a
+    thread (tests/servers.py) installs none."""
+    world = factories.world(db, participants=2)
+    _, reader = world.participants
+    got: list[bytes] = []
+    with running(build_app(db), shutdown_timeout=20.0) as base:
+        raw = RawSse(port_of(base), world.session_id, factories.token(db, reader))
+        raw.chunk()  # `retry:`: the stream is live
+        listener = threading.Thread(target=lambda: got.append(raw.until(b"event: closed")[1]))
+        listener.start()
+    listener.join(10)
+    raw.close()
+    [closed] = got
+    data = parse_event(closed)["data"]
+    assert orjson.loads(data)["code"] == ErrorCode.SERVICE_RESTART.value
