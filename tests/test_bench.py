@@ -538,3 +538,19 @@ def test_stream_ends_releases_every_ticket_and_reports_it(tmp_path: Path, case: 
     assert set(result["warnings"]) <= {"courtside.loop"}, result
     assert _positive(result["released_s" if case == "drop" else "stopped_s"]), result
     assert result["commits"] > 0, result
+
+
+@pytest.mark.timeout(120)
+def test_sse_fanout_counts_every_delivery_on_both_transports(tmp_path: Path) -> None:
+    """bench.sse_fanout on this checkout: 40 subscribers over WebSocket, then over SSE, 5
+    events each; every delivery is counted, and the CPU per delivery reported."""
+    out = tmp_path / "sse.json"
+    _run_module(["bench.sse_fanout", "--streams", "40", "--events", "5", "--out", str(out)],
+                100)
+    [result] = json.loads(out.read_text())
+    assert (result["side"], result["streams"], result["events"]) == ("new", 40, 5)
+    for transport in ("ws", "sse"):
+        leg = result[transport]
+        assert leg["deliveries"] == leg["received"] == 200, result
+        assert _positive(leg["cpu_per_delivery_us"]), result
+    assert _positive(result["sse_to_ws"]), result
