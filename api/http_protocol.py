@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from api.ws_protocol import SEND_BUFFER, WRITE_HIGH_WATER
 from bridge import Gate
-from bridge.flag import Flag
 
 CHUNKS_EXTENSION = "courtside.prebuilt_chunks"
 
@@ -45,7 +44,7 @@ def _closed(data: bytes) -> None:
 class ChunkWriter:
     """One response's body, written as chunks without awaiting, once `start`-ed."""
 
-    __slots__ = ("_cycle", "_protocol", "gate", "stopping", "streaming")
+    __slots__ = ("_cycle", "_on_lost", "_on_stop", "_protocol", "gate", "streaming")
 
     def __init__(self, protocol: CourtsideHttpProtocol, cycle: RequestResponseCycle) -> None:
         self._protocol = protocol
@@ -54,13 +53,18 @@ class ChunkWriter:
         # the transport's buffer is under its high-water mark.
         self.gate = Gate()
         self.gate.write = _closed
-        self.stopping = Flag()  # the server is shutting down: end the stream
         self.streaming = False
+        self._on_lost: Callable[[], object] | None = None
+        self._on_stop: Callable[[], object] | None = None
 
-    def start(self) -> bool:
+    def start(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> bool:
         """After the app has sent ``http.response.start`` through ASGI: the body is written
         here from now on. False (nothing changes) unless the response is a chunked body
-        still being sent on a live connection."""
+        still being sent on a live connection.
+
+        ``on_lost()`` is called when the connection is lost, ``on_stop()`` when the server
+        starts shutting down (at once if it already has): callbacks, so that a stream needs
+        no task of its own waiting for either."""
         cycle, protocol = self._cycle, self._protocol
         transport = protocol.transport
         if (not cycle.response_started or cycle.chunked_encoding is not True
@@ -69,8 +73,7 @@ class ChunkWriter:
             return False
         self.streaming = True
         protocol.streaming = self
-        if protocol.stopping:
-            self.stopping.set()
+        self._on_lost, self._on_stop = on_lost, on_stop
         self.gate.write = transport.write
         # As for a WebSocket (api/ws_protocol.py): a peer that stops reading holds a bounded
         # amount here before its events queue in the bridge and it is cut off.
@@ -80,6 +83,8 @@ class ChunkWriter:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.regate()
+        if protocol.stopping:
+            on_stop()
         return True
 
     def finish(self) -> None:
@@ -87,8 +92,20 @@ class ChunkWriter:
         self.streaming = False
         self.gate.open = False
         self.gate.write = _closed
+        self._on_lost = self._on_stop = None
         if self._protocol.streaming is self:
             self._protocol.streaming = None
+
+    def lost(self) -> None:
+        """The protocol's: the connection is gone."""
+        self.regate()
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def stop(self) -> None:
+        """The protocol's: the server is shutting down."""
+        if self._on_stop is not None:
+            self._on_stop()
 
     def regate(self) -> None:
         self.gate.open = (self.streaming and not self._cycle.disconnected
@@ -113,8 +130,10 @@ class ChunkWriter:
         await self._protocol.flow.drain()
 
     def abort(self) -> None:
-        """Drop the connection at once, unsent bytes and all (a peer that stopped reading)."""
-        self.finish()
+        """Drop the connection at once, unsent bytes and all (a peer that stopped reading).
+        Nothing more is written; `on_lost` is called once the transport has closed."""
+        self.streaming = False
+        self.gate.open = False
         self._protocol.transport.abort()
 
 
@@ -143,7 +162,7 @@ class CourtsideHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.streaming is not None:
-            self.streaming.regate()
+            self.streaming.lost()
         self._forget_writer()
 
     def _forget_writer(self) -> None:
@@ -169,7 +188,7 @@ class CourtsideHttpProtocol(HttpToolsProtocol):
         super().shutdown()
         self.stopping = True
         if self.streaming is not None:
-            self.streaming.stopping.set()
+            self.streaming.stop()
 
 
 def chunk_writer(scope: Mapping[str, Any]) -> ChunkWriter | None:

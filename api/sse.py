@@ -19,7 +19,9 @@ a ``?ticket=`` holds that ticket (api/tickets.py), so the same URL reconnects it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -95,7 +97,10 @@ class SseConnection:
         self._conn_id = conn_id
         self._ticket = ticket  # the ticket this connection holds, released at its end
         self._expires_at = principal.expires_at
-        self._expiry_changed = anyio.Event()
+        # Token expiry is an event-loop timer, armed while the stream runs (a parked task
+        # would cost several KB per stream; api/realtime_socket.py does the same).
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._streaming = False
         self._scope = anyio.CancelScope()
         self._end: ErrorCode | None = None
         self._cleaned = False
@@ -118,7 +123,7 @@ class SseConnection:
 
     def set_expiry(self, expires_at: datetime | None) -> None:
         self._expires_at = expires_at
-        self._expiry_changed.set()
+        self._arm_expiry()
 
     def revoke_topic(self, topic: str, code: ErrorCode) -> None:
         if topic == self.topic.name:
@@ -135,6 +140,8 @@ class SseConnection:
         if self._cleaned:
             return
         self._cleaned = True
+        self._streaming = False
+        self._arm_expiry()
         hub = self.rt.hub
         hub.unwatch_topic(self, self.topic.name)
         hub.detach(self)
@@ -148,20 +155,25 @@ class SseConnection:
                 await self.rt.bridge.presence.leave(self.topic.name, self.principal.user_id,
                                                     self.conn_id)
 
-    async def produce(self, out: StreamOut, shutdown: Stopping,
+    async def produce(self, out: StreamOut, shutdown: Stopping | None = None,
                       direct: Direct | None = None) -> None:
-        """The stream, until it ends; ``direct``: how the fan-out may write events to the
-        socket itself while this task waits for the next one."""
+        """The stream, until it ends. ``shutdown``: what to wait for to end it when the
+        server stops (else `close_soon` is called); ``direct``: how the fan-out may write
+        events to the socket itself while this task waits for the next one."""
         gone = False
         async with out:
             try:
+                self._streaming = not self._cleaned
+                self._arm_expiry()
                 with self._scope:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._watch_expiry)
-                        tg.start_soon(self._watch_shutdown, shutdown)
+                    if shutdown is None:
                         await self._stream(out, direct)
-                        tg.cancel_scope.cancel()
-            # The task group raises what `_stream` raised inside an exception group.
+                    else:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._watch_shutdown, shutdown)
+                            await self._stream(out, direct)
+                            tg.cancel_scope.cancel()
+            # A task group raises what `_stream` raised inside an exception group.
             except* (BridgeError, TimeoutError, psycopg.Error):
                 log.warning("SSE stream of %s failed", self.topic.name, exc_info=True)
                 self._end = self._end or ErrorCode.NOT_READY
@@ -213,19 +225,16 @@ class SseConnection:
         await shutdown.wait()
         self.close_soon(ErrorCode.SERVICE_RESTART)
 
-    async def _watch_expiry(self) -> None:
-        while True:
-            changed = self._expiry_changed = anyio.Event()
-            expires_at = self._expires_at
-            if expires_at is None:
-                await changed.wait()
-                continue
-            delay = (expires_at - datetime.now(UTC)).total_seconds()
-            if delay <= 0:
-                self.close_soon(ErrorCode.TOKEN_EXPIRED)
-                return
-            with anyio.move_on_after(delay):
-                await changed.wait()
+    def _arm_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        expires_at = self._expires_at
+        if expires_at is None or not self._streaming:
+            return
+        delay = (expires_at - datetime.now(UTC)).total_seconds()
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), self.close_soon, ErrorCode.TOKEN_EXPIRED)
 
 
 class _SseResponse(EventSourceResponse):
@@ -284,7 +293,9 @@ class _ChunkOut:
 
 class _ChunkedSseResponse(Response):
     """The stream written through a `ChunkWriter` (api/http_protocol.py): events go from
-    the fan-out to the socket without this task. The same bytes as `_SseResponse` sends."""
+    the fan-out to the socket without this task, and the connection's loss, the server's
+    shutdown and the pings are callbacks and a timer, not tasks: an idle stream is one
+    parked task. The same bytes as `_SseResponse` sends."""
 
     def __init__(self, conn: SseConnection, writer: ChunkWriter, *, ping: float,
                  send_timeout: float) -> None:
@@ -294,24 +305,28 @@ class _ChunkedSseResponse(Response):
         self._writer = writer
         self._ping_interval = ping
         self._send_timeout = send_timeout
+        self._out = _ChunkOut(writer, send_timeout, conn.topic.name)
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._paused_since: float | None = None
         self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                             (b"cache-control", b"no-cache, no-store"),
                             (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        conn, writer = self._conn, self._writer
-        out = _ChunkOut(writer, self._send_timeout, conn.topic.name)
+        conn, writer, out = self._conn, self._writer, self._out
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
-            if writer.start():
-                direct = Direct(writer.gate, HTTP_CHUNK_KEY, sse_event_http_chunk, None)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._ping, out)
-                    tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
-                    await conn.produce(out, writer.stopping, direct)
-                    tg.cancel_scope.cancel()
+            with anyio.CancelScope() as lost:
+                if writer.start(on_lost=lost.cancel, on_stop=functools.partial(
+                        conn.close_soon, ErrorCode.SERVICE_RESTART)):
+                    self._arm_ping()
+                    direct = Direct(writer.gate, HTTP_CHUNK_KEY, sse_event_http_chunk, None)
+                    await conn.produce(out, None, direct)
         finally:
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
+                self._ping_timer = None
             writer.finish()
             await conn.cleanup()
         if not out.dropped and writer.write_paused:
@@ -327,21 +342,35 @@ class _ChunkedSseResponse(Response):
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _ping(self, out: _ChunkOut) -> None:
-        if self._ping_interval <= 0:
+    def _arm_ping(self) -> None:
+        if self._ping_interval > 0:
+            self._ping_timer = asyncio.get_running_loop().call_later(self._ping_interval,
+                                                                     self._ping)
+
+    def _ping(self) -> None:
+        """A comment line now and then, so that proxies keep an idle stream open. A peer
+        whose buffer stays full (it reads nothing, not even the pings) for `send_timeout` is
+        dropped here: without events, nothing else would notice it."""
+        self._ping_timer = None
+        writer = self._writer
+        if not writer.streaming:
             return
-        ping = sse_format.comment("ping")
-        # A refused write: the connection is gone, and `_until_disconnect` hears of it.
-        with contextlib.suppress(anyio.BrokenResourceError):
-            while True:
-                await anyio.sleep(self._ping_interval)
-                await out.send(ping)
+        if writer.write_paused:
+            now = asyncio.get_running_loop().time()
+            if self._paused_since is None:
+                self._paused_since = now
+            elif now - self._paused_since >= self._send_timeout:
+                log.info("SSE client of %s stopped reading; dropped", self._conn.topic.name)
+                self._out.dropped = True
+                writer.abort()  # connection_lost then ends the stream (`on_lost`)
+                return
+        else:
+            self._paused_since = None
+            writer.write(_PING)
+        self._arm_ping()
 
 
-async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
+_PING = http_chunk(sse_format.comment("ping"))
 
 
 async def sse_endpoint(request: Request) -> Response:

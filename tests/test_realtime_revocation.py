@@ -84,12 +84,15 @@ async def test_token_expiry_closes_connections(db: str, server: str) -> None:
     # Expiry moved earlier after the connection opened: a token.expires notification.
     moved = factories.token(db, world.owner)
     async with ws_client(server, short) as ws1, ws_client(server, moved) as ws2, \
-            sse_client(server, world.session_id, short) as sse:
+            sse_client(server, world.session_id, short) as sse, \
+            sse_client(server, world.session_id, moved) as sse_moved:
         sql(db, "UPDATE personal_access_tokens SET expires_at = (now() AT TIME ZONE 'UTC')"
                 " - interval '1 second' WHERE id = %s", (factories.token_id(moved),))
         code, reason, took = await closed_within(ws2, BOUND)
         assert (code, reason) == (4002, "TOKEN_EXPIRED")
         assert took < BOUND
+        closing = await sse_moved.expect("closed", wait=BOUND)
+        assert closing.json()["code"] == "TOKEN_EXPIRED"
         code, reason, _ = await closed_within(ws1, 3.0)
         assert (code, reason) == (4002, "TOKEN_EXPIRED")
         closing = await sse.expect("closed", wait=3.0)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -36,8 +37,8 @@ class RecordingWriter(ChunkWriter):
 
     written: ClassVar[list[tuple[int, bytes]]] = []
 
-    def start(self) -> bool:
-        started = super().start()
+    def start(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> bool:
+        started = super().start(on_lost, on_stop)
         if started:
             write = self.gate.write  # what the fan-out calls itself (bridge/direct.py)
 
@@ -289,3 +290,72 @@ async def test_requests_free_their_writer_without_the_collector(db: str) -> None
             assert writers() == before
     finally:
         gc.enable()
+
+
+class KeptWriter(ChunkWriter):
+    """The real writer; the test reads the state of the ones that started streaming."""
+
+    started: ClassVar[list[ChunkWriter]] = []
+
+    def start(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> bool:
+        started = super().start(on_lost, on_stop)
+        if started:
+            KeptWriter.started.append(self)
+        return started
+
+
+class KeepingProtocol(CourtsideHttpProtocol):
+    writer_class = KeptWriter
+
+
+@pytest.mark.anyio
+async def test_a_stalled_stream_with_nothing_more_to_send_is_dropped_at_a_ping(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Events fill a stream's buffers (its peer reads nothing) and then stop coming: no write
+    waits, so only the pings can notice. Its buffer still full after `send_timeout`, the
+    stream is dropped."""
+    world = factories.world(db, participants=3)
+    author, reader, stalled = world.participants
+    KeptWriter.started.clear()
+    app = build_app(db, RealtimeLimits(sse_heartbeat=0.2), send_timeout=1.0)
+    with caplog.at_level(logging.INFO), running(app, http=KeepingProtocol) as base:
+        port = port_of(base)
+        stuck = await anyio.to_thread.run_sync(
+            lambda: RawSse(port, world.session_id, factories.token(db, stalled), rcvbuf=4096))
+        try:
+            [stuck_writer] = KeptWriter.started
+            async with sse_client(base, world.session_id, factories.token(db, reader)) as sse:
+                with psycopg.connect(db, autocommit=True) as conn:
+                    # One at a time, each seen by the reader (so fanned out) before the
+                    # next: the first that leaves the stalled buffer full is the last sent.
+                    for i in range(1000):
+                        conn.execute(
+                            "INSERT INTO sport_session_comments (sport_session_id, user_id,"
+                            " content) VALUES (%s, %s, %s)",
+                            (world.session_id, author, f"{i} " + "x" * 990))
+                        await sse.durable(1)
+                        if stuck_writer.write_paused:
+                            break
+                assert stuck_writer.write_paused
+                for _ in range(100):  # 10 s at most
+                    if not stuck_writer.streaming:
+                        break
+                    await anyio.sleep(0.1)
+                assert not stuck_writer.streaming
+                # The reader, idle meanwhile, is still there.
+                await sql_comment_async(db, world.session_id, author, "after")
+                [event] = await sse.durable(1)
+                assert orjson.loads(event.data)["comment"]["content"] == "after"
+        finally:
+            stuck.close()
+    dropped = [r for r in caplog.records if "stopped reading; dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
+    assert noisy == []
+
+
+async def sql_comment_async(dsn: str, session_id: object, user_id: object, content: str
+                            ) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("INSERT INTO sport_session_comments (sport_session_id, user_id,"
+                           " content) VALUES (%s, %s, %s)", (session_id, user_id, content))
