@@ -196,9 +196,9 @@ class SseConnection:
         bridge = self.rt.bridge
         name = self.topic.name
         async with contextlib.AsyncExitStack() as stack:
-            # A client that leaves now cancels this task (sse-starlette listens for the
-            # disconnect): the bridge's queries finish first (bridge/finish.py), then the
-            # cancellation lands and `cleanup` leaves presence.
+            # A client that leaves now cancels this task (the protocol's `on_lost`, or
+            # sse-starlette listening for the disconnect): the bridge's queries finish first
+            # (bridge/finish.py), then the cancellation lands and `cleanup` leaves presence.
             with anyio.fail_after(self.rt.config.setup_timeout):
                 sub = await stack.enter_async_context(bridge.subscribe(
                     name, since=self.since, max_queue=self.rt.config.limits.outbound_queue))

@@ -10,8 +10,10 @@ each transport); for each, `--events` comments are committed one at a time, each
 subscriber has the previous one (closed loop, as bench's fanout scenario). Reported: the
 server's CPU per delivery (its idle rate over a quiet second subtracted), deliveries counted
 by the clients, and the SSE/WebSocket ratio of the two, measured on the same server seconds
-apart. The clients are raw sockets in this process (another process than the server's),
-counting the events' markers in what they read.
+apart. Before both, on the fresh server, `--streams` idle SSE streams are opened to weigh
+them: the growth of the server's RSS per stream. The clients are raw sockets in this
+process (another process than the server's), counting the events' markers in what they
+read.
 """
 
 from __future__ import annotations
@@ -99,15 +101,37 @@ async def _count(reader: asyncio.StreamReader, seen: Counter) -> None:
         tail = window[-len(MARKER):]
 
 
-async def _leg(opener: Opener, base: str, pid: int, dsn: str, session: SessionFx,
-               tokens: list[str], streams: int, events: int) -> dict[str, Any]:
+async def _open_all(opener: Opener, base: str, session: SessionFx, tokens: list[str],
+                    n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """`n` subscribers, `STREAMS_PER_USER` per token, at most 50 being opened at once."""
     host, port = base.removeprefix("http://").split(":")
-    seen: Counter = [0]
     gate = asyncio.Semaphore(50)
 
     async def one(i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with gate:
             return await opener(host, int(port), session, tokens[i // STREAMS_PER_USER])
+
+    return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 300)
+
+
+async def _idle_rss(base: str, pid: int, session: SessionFx, tokens: list[str],
+                    streams: int) -> float:
+    """KB of the server's RSS per idle SSE stream: `streams` opened after 10 warm ones, on
+    a server that has held no other subscriber yet (it would reuse what those freed)."""
+    warm = await _open_all(_sse, base, session, tokens[:1], 10)
+    await asyncio.sleep(1.0)
+    rss0 = procstat.tree_rss(pid)
+    idle = await _open_all(_sse, base, session, tokens[1:], streams)
+    await asyncio.sleep(2.0 + streams / 1000)  # presence traffic settles
+    rss = procstat.tree_rss(pid)
+    for _, writer in warm + idle:
+        writer.close()
+    return round((rss - rss0) / streams / 1024, 1)
+
+
+async def _leg(opener: Opener, base: str, pid: int, dsn: str, session: SessionFx,
+               tokens: list[str], streams: int, events: int) -> dict[str, Any]:
+    seen: Counter = [0]
 
     async def wait_seen(n: int) -> None:
         deadline = time.monotonic() + 60
@@ -116,7 +140,7 @@ async def _leg(opener: Opener, base: str, pid: int, dsn: str, session: SessionFx
                 raise RuntimeError(f"{seen[0]} of {n} deliveries after 60 s")
             await asyncio.sleep(0.001)
 
-    opened = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(streams))), 300)
+    opened = await _open_all(opener, base, session, tokens, streams)
     async with asyncio.TaskGroup() as tg:
         clients = [tg.create_task(_count(reader, seen)) for reader, _ in opened]
         await asyncio.sleep(1.0 + streams / 2000)  # presence traffic settles
@@ -150,17 +174,21 @@ def measure(code: Path, dsn: str | None, streams: int, events: int, log: Path
     with open_db(dsn) as db:
         migrate_checkout(code, db.dsn)
         users = -(-streams // STREAMS_PER_USER)
-        # Users of their own for each leg: the server may still be closing the first leg's
-        # connections, which count towards their users' limit, when the second opens.
-        session = make_sessions(db, 1, 2 * users)[0]
+        # Users of their own for each leg: the server may still be closing one leg's
+        # connections, which count towards their users' limit, when the next opens.
+        session = make_sessions(db, 1, 1 + 3 * users)[0]
+        tokens = session.tokens
         with serve_checkout(code, db.dsn, log) as served:
+            idle_rss = asyncio.run(_idle_rss(served.base, served.pid, session,
+                                             tokens[:1 + users], streams))
             ws = asyncio.run(_leg(_ws, served.base, served.pid, db.dsn, session,
-                                  session.tokens[:users], streams, events))
+                                  tokens[1 + users:1 + 2 * users], streams, events))
             sse = asyncio.run(_leg(_sse, served.base, served.pid, db.dsn, session,
-                                   session.tokens[users:], streams, events))
+                                   tokens[1 + 2 * users:], streams, events))
     return {"checkout": str(code), "streams": streams, "events": events, "ws": ws, "sse": sse,
             "sse_to_ws": round(sse["cpu_per_delivery_us"] / ws["cpu_per_delivery_us"], 2)
-            if ws["cpu_per_delivery_us"] > 0 else None}
+            if ws["cpu_per_delivery_us"] > 0 else None,
+            "sse_idle_rss_kb": idle_rss}
 
 
 def main(argv: list[str] | None = None) -> int:
