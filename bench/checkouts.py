@@ -8,13 +8,15 @@ on one machine, in one run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,3 +71,21 @@ def serve_checkout(code: Path, dsn: str, log: Path) -> Iterator[Served]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def measure_sides(old: Path | None, new: Path, out: Path, log_stem: str,
+                  measure: Callable[[Path, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """`measure(checkout, log)` of the old checkout (if any), then the new one, each result
+    printed as a JSON line as it comes; all of them written to `out`, a JSON list. Each
+    server's output goes to `<log_stem>-<side>.log` beside `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for side, code in (("old", old), ("new", new)):
+        if code is None:
+            continue
+        result = {"side": side,
+                  **measure(code.resolve(), out.with_name(f"{log_stem}-{side}.log"))}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results

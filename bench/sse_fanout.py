@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 
 from bench import procstat
-from bench.checkouts import ROOT, migrate_checkout, serve_checkout
+from bench.checkouts import ROOT, measure_sides, migrate_checkout, serve_checkout
 from bench.database import SessionFx, make_sessions, open_db
 from bench.writers import INSERT
 
@@ -205,17 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--streams and --events: at least 1")
     if not procstat.available():
         p.error("needs /proc to read the server's CPU time")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = []
-    for side, code in (("old", args.old), ("new", args.new)):
-        if code is None:
-            continue
-        log = args.out.with_name(f"sse-fanout-{side}.log")
-        result = {"side": side, **measure(code.resolve(), args.dsn, args.streams,
-                                          args.events, log)}
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    measure_sides(args.old, args.new, args.out, "sse-fanout",
+                  lambda code, log: measure(code, args.dsn, args.streams, args.events, log))
     return 0
 
 

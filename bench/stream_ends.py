@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import signal
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.checkouts import ROOT, Served, migrate_checkout, serve_checkout
+from bench.checkouts import ROOT, Served, measure_sides, migrate_checkout, serve_checkout
 from bench.database import SessionFx, make_sessions, open_db
 
 STREAMS_PER_USER = 20
@@ -138,17 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.streams < 1:
         p.error("--streams: at least 1")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = []
-    for side, code in (("old", args.old), ("new", args.new)):
-        if code is None:
-            continue
-        log = args.out.with_name(f"stream-ends-{args.case}-{side}.log")
-        result = {"side": side, **measure(code.resolve(), args.dsn, args.streams, args.case,
-                                          log)}
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    measure_sides(args.old, args.new, args.out, f"stream-ends-{args.case}",
+                  lambda code, log: measure(code, args.dsn, args.streams, args.case, log))
     return 0
 
 

@@ -104,6 +104,14 @@ class RawSse:
         self.sock.close()
 
 
+def assert_dropped_once_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """One stream was dropped for not reading, said at INFO, and nothing was worse."""
+    dropped = [r for r in caplog.records if "stopped reading; dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
+    assert noisy == []
+
+
 def parse_event(payload: bytes) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for line in payload.decode().split("\n"):
@@ -213,10 +221,7 @@ async def test_a_stream_that_stops_reading_is_dropped_and_the_others_get_everyth
                 assert streams == 1  # the stalled one is gone, the reader stays
         finally:
             stuck.close()
-    dropped = [r for r in caplog.records if "stopped reading; dropped" in r.getMessage()]
-    assert len(dropped) == 1
-    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
-    assert noisy == []
+    assert_dropped_once_quietly(caplog)
 
 
 @pytest.mark.anyio
@@ -348,10 +353,7 @@ async def test_a_stalled_stream_with_nothing_more_to_send_is_dropped_at_a_ping(
                 assert orjson.loads(event.data)["comment"]["content"] == "after"
         finally:
             stuck.close()
-    dropped = [r for r in caplog.records if "stopped reading; dropped" in r.getMessage()]
-    assert len(dropped) == 1
-    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
-    assert noisy == []
+    assert_dropped_once_quietly(caplog)
 
 
 async def sql_comment_async(dsn: str, session_id: object, user_id: object, content: str
