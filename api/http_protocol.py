@@ -33,7 +33,10 @@ CHUNKS_EXTENSION = "courtside.prebuilt_chunks"
 
 
 def http_chunk(payload: bytes) -> bytes:
-    """``payload`` as one chunk of a chunked HTTP/1.1 body (RFC 9112 §7.1)."""
+    """``payload`` as one chunk of a chunked HTTP/1.1 body (RFC 9112 §7.1). Nothing for an
+    empty payload: a chunk of size 0 is the body's end, which only uvicorn writes."""
+    if not payload:
+        return b""
     return b"%x\r\n%b\r\n" % (len(payload), payload)
 
 

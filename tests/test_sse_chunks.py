@@ -23,13 +23,19 @@ import orjson
 import psycopg
 import pytest
 
-from api.http_protocol import ChunkWriter, CourtsideHttpProtocol
+from api.http_protocol import ChunkWriter, CourtsideHttpProtocol, http_chunk
 from api.realtime_limits import RealtimeLimits
 from api.realtime_protocol import ErrorCode
 from tests import factories
 from tests.servers import port_of
 from tests.test_churn import scrape
 from tests.test_realtime_support import build_app, running, sql, sql_comment, sse_client
+
+
+def test_http_chunk_framing() -> None:
+    assert http_chunk(b"data: x\n\n") == b"9\r\ndata: x\n\n\r\n"
+    assert http_chunk(b"y" * 300) == b"12c\r\n" + b"y" * 300 + b"\r\n"
+    assert http_chunk(b"") == b""  # never the body's end (`0\r\n\r\n`), which is uvicorn's
 
 
 class RecordingWriter(ChunkWriter):
