@@ -6,7 +6,10 @@ does not wait for its commit to be flushed, and once more when the task is cance
 serves writes whose loss in a crash costs little and whose delay costs nothing: Sanctum's
 ``last_used_at`` (api/token_touch.py), the release of an ended SSE stream's ticket
 (api/tickets.py). Noted keys beyond `max_pending` are dropped (each user says what that
-costs); a write that fails is logged and not tried again.
+costs). A write that fails for want of the database (no connection in time, the server
+gone or refusing, a lock or statement timeout) keeps what it carried for the next one —
+what was noted since wins — and says so once per outage; one that fails otherwise (a bug,
+which trying again would not mend) is logged and dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class DeferredWrites(Generic[K, V]):
         self._timeout = timeout
         self._max_pending = max_pending
         self._pending: dict[K, V] = {}
+        self._failing = False  # the last write failed for want of the database
         self.written = 0  # rows updated so far
 
     @property
@@ -75,16 +79,35 @@ class DeferredWrites(Generic[K, V]):
                 await conn.execute(_SQL.commit_without_waiting)
                 cur = await conn.execute(self._statement, self._params(noted))
                 written: int = cur.rowcount
-        except (psycopg.Error, TimeoutError) as exc:  # PoolTimeout, PoolClosed among them
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            # PoolTimeout, PoolClosed, a lost or refused connection, QueryCanceled and
+            # LockNotAvailable are OperationalErrors: the next write tries again.
+            self._keep(noted)
+            if not self._failing:
+                self._failing = True
+                log.warning("recording %s failed, to be tried again: %r",
+                            self._what % len(noted), exc)
+            return 0
+        except psycopg.Error as exc:
             log.warning("recording %s failed: %r", self._what % len(noted), exc)
             return 0
         except BaseException:
-            # Stopped while waiting for a connection: the last flush writes them (what was
-            # noted since wins: it is newer).
-            self._pending = {**noted, **self._pending}
+            # Stopped while waiting for a connection: the last flush writes them.
+            self._keep(noted)
             raise
+        if self._failing:
+            self._failing = False
+            log.info("recording %s succeeded again", self._what % len(noted))
         self.written += written
         return written
+
+    def _keep(self, noted: dict[K, V]) -> None:
+        """Noted again, unless noted since (newer), within `max_pending`."""
+        room = max(0, self._max_pending - len(self._pending))
+        kept = {k: v for k, v in noted.items() if k not in self._pending}
+        if len(kept) > room:
+            kept = dict(list(kept.items())[:room])
+        self._pending = {**kept, **self._pending}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -122,10 +122,12 @@ def _release_params(noted: dict[tuple[str, str], None], *, ttl: int) -> dict[str
 class Releases(DeferredWrites[tuple[str, str], None]):
     """The tickets of SSE streams that have ended, released together off the streams' path
     (api/deferred_writes.py): the streams that end at once (a restart, an outage) cost a
-    statement per `interval`, not one each, and none waits for its own. A ticket released
-    late, or never (past MAX_PENDING, or a failed write), stays held by a connection that is
-    gone: the stream's reconnection takes it over as it would from a live one; the ticket
-    lasts as long as its node then, not `ttl` more seconds."""
+    statement per `interval`, not one each, and none waits for its own. A release the
+    database could not take is tried again with the next write (the stream's reconnection
+    may take the ticket over meanwhile, as from a live holder). A ticket never released
+    (past MAX_PENDING, a write that failed otherwise, a stop with the database away) stays
+    held by a connection that is gone, and lasts as long as its node, not `ttl` more
+    seconds."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], ttl: int = TICKET_TTL_SECONDS, *,
                  interval: float = 0.5) -> None:

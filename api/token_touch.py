@@ -11,8 +11,8 @@ So a request only notes that its token is stale; `TokenTouches` writes the noted
 together, at most once per `interval`, in one statement and one transaction that does not
 wait for its commit to be flushed (api/deferred_writes.py; the value is a timestamp: losing
 the last second of them in a crash costs nothing). What is noted is written at the latest
-when the app stops. A write that fails is logged and not tried again, and tokens noted
-beyond MAX_PENDING are dropped: the token's next request notes it anew.
+when the app stops. A write that fails for want of the database is tried again with the
+next; tokens noted beyond MAX_PENDING are dropped: the token's next request notes it anew.
 """
 
 from __future__ import annotations
