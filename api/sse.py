@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
 import orjson
 import psycopg
@@ -267,9 +266,9 @@ class _SseResponse(EventSourceResponse):
 
 
 class _ChunkOut:
-    """A stream's own writes through its `ChunkWriter`: the first line, resets, pings, the
-    goodbye, and the events the fan-out left to it. As sse-starlette does, a peer that has
-    not read for `send_timeout` is dropped."""
+    """A stream's own writes through its `ChunkWriter`: the first line, resets, the goodbye,
+    and the events the fan-out left to it. As sse-starlette does, a peer that has not read
+    for `send_timeout` is dropped."""
 
     def __init__(self, writer: ChunkWriter, send_timeout: float, topic: str) -> None:
         self._writer = writer
