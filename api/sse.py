@@ -289,11 +289,17 @@ class _ChunkOut:
             with anyio.move_on_after(self._timeout):
                 await writer.drained()
             if writer.write_paused and writer.streaming:
-                log.info("SSE client of %s stopped reading; dropped", self._topic)
-                self.dropped = True
-                writer.abort()
+                self.drop()
         if not writer.write(http_chunk(item)):
             raise anyio.BrokenResourceError
+
+    def drop(self) -> None:
+        """Its peer does not read: the connection goes, unsent bytes and all, and
+        `on_lost` ends the stream if it is still running."""
+        if not self.dropped:
+            log.info("SSE client of %s stopped reading; dropped", self._topic)
+            self.dropped = True
+            self._writer.abort()
 
 
 class _ChunkedSseResponse(Response):
@@ -334,12 +340,10 @@ class _ChunkedSseResponse(Response):
                 self._ping_timer = None
             writer.finish()
             await conn.cleanup()
-        if not out.dropped and writer.write_paused:
+        if writer.write_paused:
             # Ended while its peer does not read (cut off as a slow consumer): uvicorn's
             # send would wait for the buffer to drain before ending the body, for ever.
-            log.info("SSE client of %s stopped reading; dropped", conn.topic.name)
-            out.dropped = True
-            writer.abort()
+            out.drop()
         if out.dropped:
             # uvicorn learns of the abort on the loop's next turn; until it has, ending the
             # response would write to a closed transport.
@@ -365,9 +369,7 @@ class _ChunkedSseResponse(Response):
             if self._paused_since is None:
                 self._paused_since = now
             elif now - self._paused_since >= self._send_timeout:
-                log.info("SSE client of %s stopped reading; dropped", self._conn.topic.name)
-                self._out.dropped = True
-                writer.abort()  # connection_lost then ends the stream (`on_lost`)
+                self._out.drop()
                 return
         else:
             self._paused_since = None
