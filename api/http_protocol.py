@@ -19,14 +19,12 @@ streams through ASGI.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from api.ws_protocol import SEND_BUFFER, WRITE_HIGH_WATER
+from api.ws_protocol import bound_send_buffers
 from bridge import Gate
 
 CHUNKS_EXTENSION = "courtside.prebuilt_chunks"
@@ -78,13 +76,9 @@ class ChunkWriter:
         protocol.streaming = self
         self._on_lost, self._on_stop = on_lost, on_stop
         self.gate.write = transport.write
-        # As for a WebSocket (api/ws_protocol.py): a peer that stops reading holds a bounded
-        # amount here before its events queue in the bridge and it is cut off.
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        # As for a WebSocket: a peer that stops reading holds a bounded amount here before
+        # its events queue in the bridge and it is cut off.
+        bound_send_buffers(transport)
         self.regate()
         if protocol.stopping:
             on_stop()

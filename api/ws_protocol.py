@@ -47,6 +47,16 @@ _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
 
+def bound_send_buffers(transport: Transport) -> None:
+    """`SEND_BUFFER` in the kernel, `WRITE_HIGH_WATER` in the transport: what a peer that
+    does not read may hold here before the fan-out stops writing to it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, unfragmented text frame carrying ``payload`` (UTF-8 JSON)."""
     n = len(payload)
@@ -188,11 +198,7 @@ class CourtsideWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_made(self, transport: BaseTransport) -> None:
         self._gate.write = cast(Transport, transport).write
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        cast(Transport, transport).set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        bound_send_buffers(cast(Transport, transport))
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -236,5 +242,5 @@ def frame_writer(scope: Mapping[str, Any]) -> FrameWriter | None:
     return writer
 
 
-__all__ = ["FRAMES_EXTENSION", "CourtsideWebSocketProtocol", "FrameWriter", "frame_writer",
-           "text_frame"]
+__all__ = ["FRAMES_EXTENSION", "CourtsideWebSocketProtocol", "FrameWriter", "bound_send_buffers",
+           "frame_writer", "text_frame"]
