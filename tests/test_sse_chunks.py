@@ -39,13 +39,16 @@ def test_http_chunk_framing() -> None:
 
 
 class RecordingWriter(ChunkWriter):
-    """The real writer; it also remembers what the fan-out handed each stream's socket."""
+    """The real writer; it also remembers the writers that started streaming, and what the
+    fan-out handed each one's socket."""
 
+    started: ClassVar[list[ChunkWriter]] = []
     written: ClassVar[list[tuple[int, bytes]]] = []
 
     def start(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> bool:
         started = super().start(on_lost, on_stop)
         if started:
+            RecordingWriter.started.append(self)
             write = self.gate.write  # what the fan-out calls itself (bridge/direct.py)
 
             def recording(chunk: bytes) -> object:
@@ -303,22 +306,6 @@ async def test_requests_free_their_writer_without_the_collector(db: str) -> None
         gc.enable()
 
 
-class KeptWriter(ChunkWriter):
-    """The real writer; the test reads the state of the ones that started streaming."""
-
-    started: ClassVar[list[ChunkWriter]] = []
-
-    def start(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> bool:
-        started = super().start(on_lost, on_stop)
-        if started:
-            KeptWriter.started.append(self)
-        return started
-
-
-class KeepingProtocol(CourtsideHttpProtocol):
-    writer_class = KeptWriter
-
-
 @pytest.mark.anyio
 async def test_a_stalled_stream_with_nothing_more_to_send_is_dropped_at_a_ping(
         db: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -327,14 +314,14 @@ async def test_a_stalled_stream_with_nothing_more_to_send_is_dropped_at_a_ping(
     stream is dropped."""
     world = factories.world(db, participants=3)
     author, reader, stalled = world.participants
-    KeptWriter.started.clear()
+    RecordingWriter.started.clear()
     app = build_app(db, RealtimeLimits(sse_heartbeat=0.2), send_timeout=1.0)
-    with caplog.at_level(logging.INFO), running(app, http=KeepingProtocol) as base:
+    with caplog.at_level(logging.INFO), running(app, http=RecordingProtocol) as base:
         port = port_of(base)
         stuck = await anyio.to_thread.run_sync(
             lambda: RawSse(port, world.session_id, factories.token(db, stalled), rcvbuf=4096))
         try:
-            [stuck_writer] = KeptWriter.started
+            [stuck_writer] = RecordingWriter.started
             async with sse_client(base, world.session_id, factories.token(db, reader)) as sse:
                 with psycopg.connect(db, autocommit=True) as conn:
                     # One at a time, each seen by the reader (so fanned out) before the
@@ -354,16 +341,9 @@ async def test_a_stalled_stream_with_nothing_more_to_send_is_dropped_at_a_ping(
                     await anyio.sleep(0.1)
                 assert not stuck_writer.streaming
                 # The reader, idle meanwhile, is still there.
-                await sql_comment_async(db, world.session_id, author, "after")
+                sql_comment(db, world.session_id, author, "after")
                 [event] = await sse.durable(1)
                 assert orjson.loads(event.data)["comment"]["content"] == "after"
         finally:
             stuck.close()
     assert_dropped_once_quietly(caplog)
-
-
-async def sql_comment_async(dsn: str, session_id: object, user_id: object, content: str
-                            ) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute("INSERT INTO sport_session_comments (sport_session_id, user_id,"
-                           " content) VALUES (%s, %s, %s)", (session_id, user_id, content))
