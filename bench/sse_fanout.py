@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from bench import procstat
+from bench import procstat, wsframes
 from bench.checkouts import ROOT, measure_sides, migrate_checkout, serve_checkout
 from bench.database import SessionFx, make_sessions, open_db
 from bench.writers import INSERT
@@ -66,18 +64,12 @@ async def _ws(host: str, port: int, session: SessionFx, token: str
               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                     f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-                     .encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"upgrade refused: {head[:80]!r}")
-        payload = json.dumps({"type": "subscribe", "topic": session.topic}).encode()
-        mask = os.urandom(4)
-        writer.write(bytes((0x81, 0x80 | len(payload))) + mask
-                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        request, key = wsframes.handshake_request(host, port, "/ws",
+                                                  {"Authorization": f"Bearer {token}"})
+        writer.write(request)
+        wsframes.parse_handshake(await reader.readuntil(b"\r\n\r\n"), key)  # or raises
+        writer.write(wsframes.encode_frame(wsframes.OP_TEXT, json.dumps(
+            {"type": "subscribe", "topic": session.topic}).encode()))
         # Frames are not parsed: the subscription's answer and the events are found by
         # their bytes (a server's frames are not masked).
         buf = b""
