@@ -281,6 +281,60 @@ def test_a_stopping_server_ends_its_streams_with_a_goodbye(db: str) -> None:
     assert orjson.loads(data)["code"] == ErrorCode.SERVICE_RESTART.value
 
 
+class ShutdownSignallingProtocol(CourtsideHttpProtocol):
+    shut_down: ClassVar[threading.Event] = threading.Event()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        ShutdownSignallingProtocol.shut_down.set()
+
+
+def test_a_stream_set_up_while_the_server_stops_says_goodbye_at_once(db: str) -> None:
+    """A stream whose request arrived before the shutdown but starts after it (its
+    authentication held up here by a lock on the tokens) would never hear of the shutdown
+    from its protocol: `ChunkWriter.start` tells it at once, and it says `closed` /
+    SERVICE_RESTART instead of holding the stop up for the graceful-shutdown timeout."""
+    world = factories.world(db, participants=2)
+    _, reader = world.participants
+    token = factories.token(db, reader)
+    ShutdownSignallingProtocol.shut_down.clear()
+    locked = threading.Event()
+
+    def hold_tokens_until_shutdown() -> None:
+        with psycopg.connect(db) as conn:
+            conn.execute("LOCK TABLE personal_access_tokens IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            ShutdownSignallingProtocol.shut_down.wait(15)
+            time.sleep(0.2)  # the connection's shutdown done, its request still waiting
+
+    got: list[tuple[bytes, float]] = []
+    raw_box: list[RawSse] = []
+
+    def client(port: int) -> None:
+        raw = RawSse(port, world.session_id, token)  # returns once the 200 head is read
+        raw_box.append(raw)
+        got.append((raw.until(b"event: closed")[1], time.monotonic()))
+
+    locker = threading.Thread(target=hold_tokens_until_shutdown)
+    locker.start()
+    assert locked.wait(10)
+    started = 0.0
+    with running(build_app(db), http=ShutdownSignallingProtocol,
+                 shutdown_timeout=20.0) as base:
+        listener = threading.Thread(target=client, args=(port_of(base),))
+        listener.start()
+        time.sleep(0.5)  # the request is in, waiting for the lock
+        started = time.monotonic()
+    locker.join(10)
+    listener.join(10)
+    for raw in raw_box:
+        raw.close()
+    assert ShutdownSignallingProtocol.shut_down.is_set()
+    [(closed, at)] = got
+    assert orjson.loads(parse_event(closed)["data"])["code"] == ErrorCode.SERVICE_RESTART.value
+    assert at - started < 10.0  # not cut at the 20 s graceful timeout
+
+
 @pytest.mark.anyio
 async def test_requests_free_their_writer_without_the_collector(db: str) -> None:
     """Every request's scope holds a writer, which holds the request's cycle, which holds the
