@@ -6,10 +6,11 @@ does not wait for its commit to be flushed, and once more when the task is cance
 serves writes whose loss in a crash costs little and whose delay costs nothing: Sanctum's
 ``last_used_at`` (api/token_touch.py), the release of an ended SSE stream's ticket
 (api/tickets.py). Noted keys beyond `max_pending` are dropped (each user says what that
-costs). A write that fails for want of the database (no connection in time, the server
-gone or refusing, a lock or statement timeout) keeps what it carried for the next one —
-what was noted since wins — and says so once per outage; one that fails otherwise (a bug,
-which trying again would not mend) is logged and dropped.
+costs): said when it starts, and how many in all once a write succeeds. A write that fails
+for want of the database (no connection in time, the server gone or refusing, a lock or
+statement timeout) keeps what it carried for the next one — what was noted since wins —
+and says so once per outage; one that fails otherwise (a bug, which trying again would not
+mend) is logged and dropped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class DeferredWrites(Generic[K, V]):
         self._max_pending = max_pending
         self._pending: dict[K, V] = {}
         self._failing = False  # the last write failed for want of the database
+        self._dropped = 0  # keys dropped for want of room since the last successful write
+        self._dropping_said = False
         self.written = 0  # rows updated so far
 
     @property
@@ -64,10 +67,16 @@ class DeferredWrites(Generic[K, V]):
         """Written by the next `flush`."""
         if key in self._pending or len(self._pending) < self._max_pending:
             self._pending[key] = value
+        else:
+            self._dropped += 1
 
     async def flush(self, *, final: bool = False) -> int:
         """Write everything noted; the number of rows updated. Within the constructor's
         timeout, or FINAL_TIMEOUT for the `final` one."""
+        if self._dropped and not self._dropping_said:
+            self._dropping_said = True
+            log.warning("dropping %s: more than %d pending", self._what % self._dropped,
+                        self._max_pending)
         if not self._pending:
             return 0
         noted, self._pending = self._pending, {}
@@ -98,6 +107,9 @@ class DeferredWrites(Generic[K, V]):
         if self._failing:
             self._failing = False
             log.info("recording %s succeeded again", self._what % len(noted))
+        if self._dropped:
+            log.warning("dropped %s in all, for want of room", self._what % self._dropped)
+            self._dropped, self._dropping_said = 0, False
         self.written += written
         return written
 
@@ -106,6 +118,7 @@ class DeferredWrites(Generic[K, V]):
         room = max(0, self._max_pending - len(self._pending))
         kept = {k: v for k, v in noted.items() if k not in self._pending}
         if len(kept) > room:
+            self._dropped += len(kept) - room
             kept = dict(list(kept.items())[:room])
         self._pending = {**kept, **self._pending}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -75,3 +76,32 @@ async def test_a_write_that_fails_otherwise_is_dropped(
     [failed] = [r.getMessage() for r in caplog.records if "broken bumps" in r.getMessage()]
     assert failed.startswith("recording broken bumps of 1 rows failed: UndefinedColumn(")
     assert "to be tried again" not in failed
+
+
+async def test_past_max_pending_the_newest_are_kept_and_the_drops_are_told(
+        table: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with AsyncConnectionPool(table, min_size=1, max_size=2, open=False, kwargs={
+            "autocommit": True, "options": "-c lock_timeout=2000"}) as pool:
+        writes = DeferredWrites(pool, BUMP, _params, "bumps of %d rows", max_pending=2)
+        writes.note(1, None)
+        writes.note(2, None)
+        with caplog.at_level(logging.INFO, logger="courtside.api"):
+            async with await psycopg.AsyncConnection.connect(table) as locker:
+                await locker.execute("SELECT * FROM deferred_t WHERE k = 2 FOR UPDATE")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(writes.flush)
+                    await anyio.wait_all_tasks_blocked()
+                    assert writes.pending == 0  # the flush has taken 1 and 2, and waits on 2
+                    writes.note(3, None)
+                # LockNotAvailable: of 1 and 2 only one fits beside 3, noted meanwhile.
+                assert writes.pending == 2
+                writes.note(2, None)  # full: dropped
+                assert writes.pending == 2
+                await locker.rollback()
+            assert await writes.flush() == 2
+            assert await writes.flush() == 0
+    assert _values(table) == {1: 1, 2: 0, 3: 1}
+    messages = [r.getMessage() for r in caplog.records]
+    assert "dropping bumps of 2 rows: more than 2 pending" in messages
+    assert "dropped bumps of 2 rows in all, for want of room" in messages
+    assert sum("bumps of" in m and "dropp" in m for m in messages) == 2
