@@ -2,9 +2,11 @@
 
 `courtside serve` makes full collections rare (courtside/serve.py): what only the cyclic
 collector can free stays in memory until one runs, which under steady connect churn can
-be a long while. So a closed /ws or Pusher connection must leave no reference cycle behind
-its connection object and its subscriptions. Checked with the collector off: nothing
-may need it.
+be a long while. So a closed /ws or Pusher connection, or an SSE stream under courtside's
+HTTP protocol (api/http_protocol.py), ended by its client or by the server, must leave no
+reference cycle behind its connection object and its subscriptions. Checked with the
+collector off: nothing may need it. (Through ASGI, sse-starlette's cancelled tasks do leave
+cycles; `courtside serve` does not stream that way.)
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import gc
 import anyio
 import pytest
 
+from api.http_protocol import ChunkWriter
 from api.pusher_ws import PusherConnection
+from api.sse import SseConnection
 from api.ws import WsConnection
 from bridge import Subscription
 from tests import factories
 from tests.test_pusher_support import authorized, build_pusher_app, pusher_client
-from tests.test_realtime_support import ws_client
+from tests.test_realtime_support import sql, sql_comment, sse_client, ws_client
 
-KINDS = (WsConnection, PusherConnection, Subscription)
+KINDS = (WsConnection, PusherConnection, SseConnection, ChunkWriter, Subscription)
 
 
 SERVER_APP = build_pusher_app  # the `server` fixture (conftest.py) runs this app
@@ -39,7 +43,8 @@ def alive() -> dict[str, int]:
 @pytest.mark.anyio
 async def test_closed_connections_leave_no_cycles(db: str, server: str) -> None:
     world = factories.world(db, participants=2)
-    token = factories.token(db, world.participants[0])
+    author, reader = world.participants
+    token = factories.token(db, author)
     channel = f"private-sport-session.{world.session_id}"
     # What earlier tests left for the collector goes first.
     gc.collect()
@@ -52,6 +57,14 @@ async def test_closed_connections_leave_no_cycles(db: str, server: str) -> None:
                 await ws.subscribe(f"user:{world.participants[0]}")
             async with pusher_client(server, token) as pusher:
                 await authorized(server, token, pusher, channel)
+            async with sse_client(server, world.session_id, token) as sse:  # the client leaves
+                sql_comment(db, world.session_id, reader, "seen")
+                await sse.expect("comment.created")
+            doomed = factories.token(db, reader)
+            async with sse_client(server, world.session_id, doomed) as sse:  # the server ends it
+                sql(db, "DELETE FROM personal_access_tokens WHERE id = %s",
+                    (factories.token_id(doomed),))
+                await sse.expect("closed")
         # The server finishes each connection's release a moment after its client left.
         for _ in range(100):
             if alive() == before:

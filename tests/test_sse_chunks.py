@@ -339,8 +339,7 @@ def test_a_stream_set_up_while_the_server_stops_says_goodbye_at_once(db: str) ->
 async def test_requests_free_their_writer_without_the_collector(db: str) -> None:
     """Every request's scope holds a writer, which holds the request's cycle, which holds the
     scope: the protocol breaks that loop when the response ends, so REST requests leave no
-    work for the cyclic collector. (A stream's end does: its tasks are cancelled, and
-    a cancelled coroutine's frame and exception refer to each other.)"""
+    work for the cyclic collector (nor do SSE streams: tests/test_connection_memory.py)."""
 
     def writers() -> int:
         return sum(isinstance(o, ChunkWriter) for o in gc.get_objects())
