@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket
 from api import errors, openapi, routes
 from api.config import ApiConfig
 from api.cors import Cors
-from api.direct_ws import DirectApp
+from api.direct_routes import DirectApp
 from api.errors import ApiError, ErrorCode
 from api.i18n import Lang, negotiate, render
 from api.jsonio import configure_connection

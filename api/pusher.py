@@ -27,7 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from api import models
-from api.direct_ws import DirectWebSocketRoute
+from api.direct_routes import DirectWebSocketRoute
 from api.jsonio import JSONResponse
 from api.pusher_auth import SQL, broadcasting_auth
 from api.pusher_protocol import (

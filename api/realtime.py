@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from api import metrics_workers, models
-from api.direct_ws import DirectWebSocketRoute
+from api.direct_routes import DirectHttpRoute, DirectWebSocketRoute
 from api.metrics import local_registry, metrics
 from api.realtime_http import create_ticket, healthz, readyz
 from api.realtime_state import Realtime, RealtimeConfig, realtime_of
@@ -109,7 +109,9 @@ REALTIME_OPERATIONS: tuple[Operation, ...] = (
 def realtime_routes() -> list[BaseRoute]:
     return [
         DirectWebSocketRoute("/ws", ws_endpoint),
-        *(Route(op.path, op.handler, methods=[op.method]) for op in REALTIME_OPERATIONS),
+        # A stream's request stays open for its whole life: it skips the router's layers.
+        *((DirectHttpRoute if op.media_type == "text/event-stream" else Route)(
+            op.path, op.handler, methods=[op.method]) for op in REALTIME_OPERATIONS),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,7 +24,7 @@ from websockets.sync.client import connect as ws_connect
 from api import errors
 from api.app import ApiConfig, create_app
 from api.auth import authenticate
-from api.direct_ws import DirectWebSocketRoute
+from api.direct_routes import DirectHttpRoute, DirectWebSocketRoute
 from api.errors import ApiError, ErrorCode
 from courtside.pgcluster import Cluster
 from tests import factories
@@ -201,3 +202,72 @@ def test_direct_websocket_routes_map_exceptions_as_the_stack_does(
             ws.recv(timeout=10)
         assert closed.value.rcvd is None
     assert any("a true bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def _layers() -> set[str]:
+    """The files of the frames the running coroutine was awaited through (while a coroutine
+    runs, each frame's f_back is its awaiter's)."""
+    files: set[str] = set()
+    frame = sys._getframe(1)
+    while frame is not None:
+        files.add(frame.f_code.co_filename.replace("\\", "/"))
+        frame = frame.f_back
+    return files
+
+
+async def _http_hello(request: Request) -> Response:
+    layers = sorted({f.rsplit("/", 2)[-2] + "/" + f.rsplit("/", 1)[-1] for f in _layers()})
+    return JSONResponse({"hello": request.path_params["name"], "layers": layers,
+                         "app": request.app.state.config is not None})
+
+
+async def _http_denied(_request: Request) -> Response:
+    raise errors.unauthenticated()
+
+
+async def _http_db_down(_request: Request) -> Response:
+    raise psycopg.OperationalError("the server went away")
+
+
+def test_direct_http_routes_skip_the_router_but_not_the_middleware(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(ApiConfig(database_url=db), extra_routes=[
+        DirectHttpRoute("/api/direct/hello/{name}", _http_hello, methods=["GET"]),
+        DirectHttpRoute("/api/direct/denied", _http_denied, methods=["GET"]),
+        DirectHttpRoute("/api/direct/db-down", _http_db_down, methods=["GET"]),
+        DirectHttpRoute("/api/direct/bug", boom, methods=["GET"]),
+    ])
+    page = {"Origin": "https://app.example.test"}
+    with serve(app) as base, httpx.Client(base_url=base, headers=page) as http:
+        r = http.get("/api/direct/hello/court")
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["hello"], body["app"]) == ("court", True)
+        # The app's middleware (CORS, CatchAll) ran; Starlette's router and its exception
+        # layers did not.
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert {"api/cors.py", "api/app.py", "middleware/cors.py"} <= set(body["layers"])
+        assert not {"starlette/routing.py", "starlette/_exception_handler.py",
+                    "middleware/exceptions.py", "middleware/errors.py"} & set(body["layers"])
+        # Other methods go the usual way: a preflight, a 405 in the API's envelope.
+        r = http.options("/api/direct/hello/court", headers={
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+        assert r.status_code == 200
+        assert "GET" in r.headers["access-control-allow-methods"]
+        r = http.post("/api/direct/hello/court")
+        assert r.status_code == 405
+        assert r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+        # Exceptions: the app's handlers, then CatchAll.
+        r = http.get("/api/direct/denied")
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
+        r = http.get("/api/direct/db-down")
+        assert r.status_code == 503
+        assert r.headers["access-control-allow-origin"] == "*"
+        with caplog.at_level(logging.ERROR):
+            r = http.get("/api/direct/bug")
+        assert r.status_code == 500
+        assert r.json()["error"]["code"] == "INTERNAL_ERROR"
+        assert r.headers["access-control-allow-origin"] == "*"
+    assert any("unhandled error in GET /api/direct/bug" in r.getMessage()
+               for r in caplog.records)
