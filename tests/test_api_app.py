@@ -8,6 +8,7 @@ import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import httpx
 import psycopg
@@ -208,7 +209,7 @@ def _layers() -> set[str]:
     """The files of the frames the running coroutine was awaited through (while a coroutine
     runs, each frame's f_back is its awaiter's)."""
     files: set[str] = set()
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         files.add(frame.f_code.co_filename.replace("\\", "/"))
         frame = frame.f_back

@@ -281,6 +281,18 @@ def test_a_stopping_server_ends_its_streams_with_a_goodbye(db: str) -> None:
     assert orjson.loads(data)["code"] == ErrorCode.SERVICE_RESTART.value
 
 
+def _waiting_for(db: str, table: str, timeout: float = 10.0) -> bool:
+    """Whether a backend came to wait for a lock on `table` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM pg_locks WHERE relation = %s::regclass"
+                            " AND NOT granted", (table,)).fetchone():
+                return True
+            time.sleep(0.02)
+    return False
+
+
 class ShutdownSignallingProtocol(CourtsideHttpProtocol):
     shut_down: ClassVar[threading.Event] = threading.Event()
 
@@ -323,7 +335,7 @@ def test_a_stream_set_up_while_the_server_stops_says_goodbye_at_once(db: str) ->
                  shutdown_timeout=20.0) as base:
         listener = threading.Thread(target=client, args=(port_of(base),))
         listener.start()
-        time.sleep(0.5)  # the request is in, waiting for the lock
+        assert _waiting_for(db, "personal_access_tokens")  # the request is in, held up
         started = time.monotonic()
     locker.join(10)
     listener.join(10)
