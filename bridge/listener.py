@@ -2,9 +2,10 @@
 
 It lives outside the pool, in autocommit. psycopg's ``notifies()`` holds the connection for
 as long as it runs, so it runs in slices of ``health_interval``; between two slices a
-``SELECT 1`` must answer within ``health_timeout``. A server restart or a terminated backend
-shows up as an error; a stalled TCP connection shows up only as that query's silence.
-Notifications that arrive during the query are kept by psycopg and come with the next slice.
+``SELECT 1`` must answer within ``health_timeout`` (a stop waits for it). A server restart
+or a terminated backend shows up as an error; a stalled TCP connection shows up only as
+that query's silence. Notifications that arrive during the query are kept by psycopg and
+come with the next slice.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class Listener:
                 async for notify in gen:
                     if notify.channel == cfg.channel:
                         self._on_notify(notify.payload)
-            with anyio.fail_after(cfg.health_timeout):
+            # Shielded (bridge/finish.py): a stop that lands mid-query would make psycopg
+            # try to cancel it, be interrupted again, and warn as it closes the connection.
+            with anyio.CancelScope(shield=True), anyio.fail_after(cfg.health_timeout):
                 await conn.execute("SELECT 1")
 
 

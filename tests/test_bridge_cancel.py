@@ -5,12 +5,14 @@ lands. Unshielded, psycopg closes a connection whose query it could not cancel c
 from __future__ import annotations
 
 import logging
+import random
 
 import anyio
 import psycopg
 import pytest
 
-from bridge import CutOff
+from bridge import BridgeConfig, CutOff
+from bridge.listener import Listener
 from tests.bridge_helpers import running, topics_of
 from tests.test_bridge_live import sql
 
@@ -52,3 +54,26 @@ async def test_cancelled_backlog_read_keeps_its_connection(
     assert [getattr(e, "seq", None) for e in tail] == [46, 47, 48, 49, 50]
     assert stats.get("connections_lost", 0) == 0
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+@pytest.mark.anyio
+async def test_a_listener_stopped_mid_health_check_closes_quietly(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With a 1 ms slice between health checks the LISTEN connection spends much of its time
+    in `SELECT 1`; stopping it at random moments lands in that query again and again, and
+    psycopg must not have to give up cancelling it."""
+    config = BridgeConfig(health_interval=0.001, health_timeout=2.0)
+    rng = random.Random(7)
+
+    async def nothing(first: bool) -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        for _ in range(40):
+            listener = Listener(db, config, "courtside-test", on_notify=lambda _: None,
+                                on_up=nothing, on_down=lambda: None)
+            async with anyio.create_task_group() as tg:
+                await tg.start(listener.run)
+                await anyio.sleep(rng.uniform(0.005, 0.03))
+                tg.cancel_scope.cancel()
+    assert [r.getMessage() for r in caplog.records if r.name == "psycopg"] == []
