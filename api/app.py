@@ -39,6 +39,7 @@ from api.i18n import Lang, negotiate, render
 from api.jsonio import configure_connection
 from api.token_touch import TokenTouches
 from bridge import sqlfile
+from bridge.finish import query_connection
 from bridge.poolcheck import RecentCheck
 
 __all__ = ["ApiConfig", "create_app"]
@@ -46,6 +47,7 @@ __all__ = ["ApiConfig", "create_app"]
 log = logging.getLogger("courtside.api")
 _LIMITS = sqlfile.load("api.sql", "limits.sql")
 POOL_OPEN_TIMEOUT = 30.0
+PRUNE_TIMEOUT = 10.0
 
 ExtraLifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
@@ -118,15 +120,17 @@ class CatchAll:
 
 
 async def _maintain(pool: AsyncConnectionPool[Any], config: ApiConfig) -> None:
-    """Forget old idempotency keys and idle rate-limit buckets, now and then."""
+    """Forget old idempotency keys and idle rate-limit buckets, now and then. The prune runs
+    shielded within PRUNE_TIMEOUT (bridge/finish.py): a stop that lands in it waits for it,
+    rather than making psycopg give up cancelling it and drop the connection."""
     while True:
         await anyio.sleep(config.maintenance_interval)
         try:
-            async with pool.connection() as conn:
+            async with query_connection(pool, PRUNE_TIMEOUT) as conn:
                 await conn.execute(_LIMITS.prune, {"keys_ttl": config.idempotency_ttl,
                                                    "window": 3600})
-        except psycopg.Error as exc:
-            log.warning("pruning api state failed: %s", exc)
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("pruning api state failed: %r", exc)
 
 
 def _lifespan(config: ApiConfig, extra: ExtraLifespan | None

@@ -3,6 +3,8 @@ Idempotency-Key sent ten times at once creates one comment and one event."""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -188,3 +190,18 @@ def test_old_keys_and_idle_buckets_are_pruned(world: World, db: str) -> None:
         r = httpx.post(url, headers={**owner, "Idempotency-Key": "old"}, json={"content": "again"})
         assert r.status_code == 201
         assert "idempotent-replayed" not in r.headers
+
+
+@pytest.mark.anyio
+async def test_an_app_stopped_mid_prune_closes_quietly(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With a prune every millisecond, stopping the app at random moments lands in one
+    again and again: it finishes first, and psycopg never has to give up cancelling it."""
+    app = create_app(ApiConfig(database_url=db, maintenance_interval=0.001))
+    rng = random.Random(11)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(25):
+            async with app.router.lifespan_context(app):
+                await anyio.sleep(rng.uniform(0.005, 0.03))
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.name in ("psycopg", "courtside.api")] == []
