@@ -81,7 +81,7 @@ async def test_a_write_that_fails_otherwise_is_dropped(
 async def test_past_max_pending_the_newest_are_kept_and_the_drops_are_told(
         table: str, caplog: pytest.LogCaptureFixture) -> None:
     async with AsyncConnectionPool(table, min_size=1, max_size=2, open=False, kwargs={
-            "autocommit": True, "options": "-c lock_timeout=2000"}) as pool:
+            "autocommit": True, "options": "-c lock_timeout=3000"}) as pool:
         writes = DeferredWrites(pool, BUMP, _params, "bumps of %d rows", max_pending=2)
         writes.note(1, None)
         writes.note(2, None)
@@ -90,9 +90,12 @@ async def test_past_max_pending_the_newest_are_kept_and_the_drops_are_told(
                 await locker.execute("SELECT * FROM deferred_t WHERE k = 2 FOR UPDATE")
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(writes.flush)
-                    await anyio.wait_all_tasks_blocked()
-                    assert writes.pending == 0  # the flush has taken 1 and 2, and waits on 2
-                    writes.note(3, None)
+                    for _ in range(2000):  # until the flush has taken 1 and 2 (it then waits)
+                        if not writes.pending:
+                            break
+                        await anyio.sleep(0.001)
+                    assert writes.pending == 0
+                    writes.note(3, None)  # long before the lock times out
                 # LockNotAvailable: of 1 and 2 only one fits beside 3, noted meanwhile.
                 assert writes.pending == 2
                 writes.note(2, None)  # full: dropped
