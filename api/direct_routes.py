@@ -46,13 +46,9 @@ class DirectWebSocketRoute(WebSocketRoute):
 
 class DirectHttpRoute(Route):
     """A route for a function endpoint ``async def endpoint(request) -> Response`` whose
-    requests `DirectApp` passes through the app's middleware to the endpoint directly.
-    Mounted in a plain Starlette app it works as a Route."""
-
-    def __init__(self, path: str, endpoint: HttpEndpoint, *, methods: list[str],
-                 name: str | None = None) -> None:
-        super().__init__(path, endpoint, methods=methods, name=name)
-        self.direct: HttpEndpoint = endpoint
+    requests `DirectApp` passes through the app's middleware to the endpoint directly (the
+    endpoint reaches it as ``scope["endpoint"]``, which `Route.matches` sets). Mounted in a
+    plain Starlette app it works as a Route."""
 
 
 async def _close_for(conn: HTTPConnection, exc: Exception) -> None:

@@ -316,8 +316,7 @@ def test_a_stream_set_up_while_the_server_stops_says_goodbye_at_once(db: str) ->
         with psycopg.connect(db) as conn:
             conn.execute("LOCK TABLE personal_access_tokens IN ACCESS EXCLUSIVE MODE")
             locked.set()
-            ShutdownSignallingProtocol.shut_down.wait(15)
-            time.sleep(0.2)  # the connection's shutdown done, its request still waiting
+            ShutdownSignallingProtocol.shut_down.wait(15)  # set once `stopping` is
 
     got: list[tuple[bytes, float]] = []
     raw_box: list[RawSse] = []
