@@ -50,6 +50,7 @@ import bisect
 import contextlib
 import gc
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -115,8 +116,10 @@ class Tuner:
         # Objects frozen: counted at start-up, at each compaction and at each count, plus
         # what the tuner froze since (an upper bound: see the module).
         self.frozen = 0
-        self.last_compaction = 0.0
-        self.last_count = 0.0
+        # Never, rather than 0.0: the monotonic clock starts near 0 at boot, and 0.0 made
+        # "the interval has passed" false for the first min_interval seconds of uptime.
+        self.last_compaction = -math.inf
+        self.last_count = -math.inf
         self._started_at = 0.0
         self._previous: tuple[int, ...] | None = None
         self._compacting = False
