@@ -24,6 +24,11 @@ from psycopg_pool import AsyncConnectionPool
 from api import errors, tokens
 from api.token_touch import TOUCH_EVERY_SECONDS, TokenTouches
 from bridge import sqlfile
+from bridge.finish import checked_connection
+
+# As ApiConfig.query_timeout's default, and BridgeConfig.query_timeout: the realtime side's
+# checks (api/realtime_auth.py) are as short as the bridge's reads.
+QUERY_TIMEOUT = 10.0
 
 _SQL = sqlfile.load("api.sql", "auth.sql")
 
@@ -50,9 +55,11 @@ def bearer(authorization: str | None) -> str:
 async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None, *,
                        touches: TokenTouches, expiration_minutes: int | None = None
                        ) -> AuthUser:
-    """The user behind an Authorization header value; raises ApiError(UNAUTHENTICATED)."""
+    """The user behind an Authorization header value; raises ApiError(UNAUTHENTICATED), or
+    psycopg.OperationalError when the database does not answer within QUERY_TIMEOUT
+    (bridge/finish.py, `checked_connection`)."""
     token = bearer(authorization)  # no connection taken for a request without a token
-    async with pool.connection() as conn:
+    async with checked_connection(pool, QUERY_TIMEOUT, "authentication") as conn:
         return await authenticate_conn(conn, token, touches=touches,
                                        expiration_minutes=expiration_minutes)
 

@@ -17,6 +17,11 @@ class ApiConfig:
     pool_max_size: int = 10
     # A request waiting longer than this for a connection gets 503 SERVICE_UNAVAILABLE.
     pool_timeout: float = 10.0
+    # A request's database work (once it has a connection) running longer is cancelled in
+    # the server: 503 SERVICE_UNAVAILABLE, nothing written. A lock held elsewhere (a
+    # migration, a long transaction) then costs a client a clear answer, not a hung request
+    # that holds a pooled connection and writes once the lock goes.
+    query_timeout: float = 10.0
     # Comments a user may create per minute, over every process (RATE_LIMITED beyond).
     comments_per_minute: int = 10
     # A REST presence join lasts this long unless renewed by another join.
@@ -55,8 +60,8 @@ class ApiConfig:
             raise ValueError("need 0 <= pool_min_size <= pool_max_size, pool_max_size >= 1")
         if self.comments_per_minute < 1:
             raise ValueError("comments_per_minute must be at least 1")
-        for name in ("pool_timeout", "presence_ttl", "typing_ttl", "idempotency_ttl",
-                     "maintenance_interval"):
+        for name in ("pool_timeout", "query_timeout", "presence_ttl", "typing_ttl",
+                     "idempotency_ttl", "maintenance_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.token_expiration_minutes is not None and self.token_expiration_minutes < 1:

@@ -19,6 +19,7 @@ from api.auth import AuthUser, authenticate_conn, bearer
 from api.config import ApiConfig
 from api.i18n import Message
 from api.token_touch import TokenTouches
+from bridge.finish import checked_connection
 
 SOCKET_ID_HEADER = "X-Socket-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -85,12 +86,19 @@ async def parse_body_after_access(request: Request, body: bytes, model: type[M],
 @contextlib.asynccontextmanager
 async def authenticated(request: Request) -> AsyncIterator[
         tuple[psycopg.AsyncConnection[Any], AuthUser]]:
-    """A pooled connection (autocommit) and the request's user, on that same connection."""
+    """A pooled connection (autocommit) and the request's user, on that same connection.
+
+    The wait for it is bounded by `pool_timeout`, what runs on it by `query_timeout`
+    (bridge/finish.py): past that, the server cancels the statement (rolled back; the
+    connection goes back to the pool) and the request fails as the database being
+    unavailable (503). What runs on it is shielded, as the bridge's queries are: a server
+    stop waits for it rather than interrupt psycopg's cancel."""
     token = bearer(request.headers.get("authorization"))
-    async with pool(request).connection() as conn:
-        user = await authenticate_conn(
-            conn, token, touches=touches(request),
-            expiration_minutes=config(request).token_expiration_minutes)
+    cfg = config(request)
+    async with checked_connection(pool(request), cfg.query_timeout, "the request's queries",
+                                  cfg.pool_timeout) as conn:
+        user = await authenticate_conn(conn, token, touches=touches(request),
+                                       expiration_minutes=cfg.token_expiration_minutes)
         yield conn, user
 
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from api import models
+from api import models, realtime_auth
 from api.direct_routes import DirectWebSocketRoute
 from api.jsonio import JSONResponse
 from api.pusher_auth import SQL, broadcasting_auth
@@ -141,7 +141,7 @@ async def publish_events(request: Request, config: PusherConfig) -> Response:
         payload = data  # not JSON: carried as a JSON string
     encoded = orjson.dumps(payload).decode()
     try:
-        async with rt.pool.connection() as conn:
+        async with realtime_auth.connection(rt.pool) as conn:
             for topic in topics:
                 await conn.execute(SQL.publish_ephemeral, {
                     "topic": topic, "type": name, "payload": encoded, "origin": socket_id})

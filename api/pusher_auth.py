@@ -25,6 +25,7 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api import realtime_auth
 from api.errors import error_response
 from api.jsonio import JSONResponse
 from api.pusher_protocol import (
@@ -83,7 +84,7 @@ async def check_channel(rt: Realtime, principal: Principal, channel: Channel) ->
 
 
 async def user_info(rt: Realtime, user_id: uuid.UUID) -> dict[str, Any]:
-    async with rt.pool.connection() as conn:
+    async with realtime_auth.connection(rt.pool) as conn:
         cur = await conn.execute(SQL.user_info, {"user_id": user_id})
         row = await cur.fetchone()
     info = row[0] if row is not None else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,31 +17,24 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api import tickets
+from api.auth import QUERY_TIMEOUT
 from api.auth import authenticate as authenticate_header
 from api.errors import ApiError
 from api.realtime_protocol import ErrorCode, Topic
 from api.session_access import Key, Row, SessionAccess
 from api.token_touch import TokenTouches
-from bridge import query_connection
+from bridge.finish import checked_connection
 
 _SQL = tickets.SQL
-# As BridgeConfig.query_timeout: these checks are as short as the bridge's reads.
-QUERY_TIMEOUT = 10.0
 
 
-@contextlib.asynccontextmanager
-async def connection(pool: AsyncConnectionPool[Any]
-                     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection for a check made during a connection's life. Its query finishes
-    before a cancellation lands (a revocation, the client leaving: bridge/finish.py), and
-    a check that takes longer than QUERY_TIMEOUT fails as a driver error, which every caller
-    already treats as "cannot tell"."""
-    try:
-        async with query_connection(pool, QUERY_TIMEOUT) as conn:
-            yield conn
-    except TimeoutError:
-        raise psycopg.OperationalError(
-            f"realtime check did not finish within {QUERY_TIMEOUT:g}s") from None
+def connection(pool: AsyncConnectionPool[Any]
+               ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+    """A pooled connection for a realtime check or ticket: its query finishes before a
+    cancellation lands (a revocation, the client leaving: bridge/finish.py), and one that
+    takes longer than QUERY_TIMEOUT fails as a driver error, which every caller already
+    treats as "cannot tell"."""
+    return checked_connection(pool, QUERY_TIMEOUT, "realtime query")
 
 
 class AccessDenied(Exception):
@@ -90,8 +82,9 @@ async def authenticate(pool: AsyncConnectionPool[Any], authorization: str | None
         principal = Principal(uuid.UUID(str(user.user_id)), int(user.token_id),
                               _aware(user.expires_at))
     elif ticket:
-        redeemed = await tickets.redeem(pool, ticket, expiration_minutes=expiration_minutes,
-                                        hold=hold)
+        async with connection(pool) as conn:
+            redeemed = await tickets.redeem(conn, ticket, expiration_minutes=expiration_minutes,
+                                            hold=hold)
         if redeemed is None:
             raise AccessDenied(ErrorCode.UNAUTHENTICATED)
         principal = Principal(redeemed.user_id, redeemed.token_id,

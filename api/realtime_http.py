@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from api import tickets
+from api import realtime_auth, tickets
 from api.errors import error_response as envelope
 from api.jsonio import JSONResponse
 from api.realtime_auth import AccessDenied
@@ -66,10 +66,11 @@ async def create_ticket(request: Request) -> Response:
     except psycopg.Error:
         return error_response(ErrorCode.NOT_READY, lang)
     try:
-        issued = await tickets.issue(rt.pool, token_id=principal.token_id,
-                                     user_id=principal.user_id,
-                                     limit=rt.config.limits.tickets_per_token,
-                                     ttl=rt.config.ticket_ttl)
+        async with realtime_auth.connection(rt.pool) as conn:
+            issued = await tickets.issue(conn, token_id=principal.token_id,
+                                         user_id=principal.user_id,
+                                         limit=rt.config.limits.tickets_per_token,
+                                         ttl=rt.config.ticket_ttl)
     except psycopg.Error:
         return error_response(ErrorCode.NOT_READY, lang)
     if issued is None:

@@ -24,6 +24,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api.deferred_writes import DeferredWrites
@@ -72,22 +73,22 @@ def plausible(ticket: str) -> bool:
             and ticket.isprintable())
 
 
-async def issue(pool: AsyncConnectionPool[Any], *, token_id: int, user_id: uuid.UUID,
+async def issue(conn: psycopg.AsyncConnection[Any], *, token_id: int, user_id: uuid.UUID,
                 limit: int, ttl: int = TICKET_TTL_SECONDS) -> Issued | None:
-    """A new ticket for this token; None when the token already holds `limit` live ones."""
+    """A new ticket for this token; None when the token already holds `limit` live ones.
+    `conn`: autocommit (api/realtime_auth.connection bounds it)."""
     ticket = new_ticket()
-    async with pool.connection() as conn:
-        await conn.execute(SQL.prune_tickets)
-        cur = await conn.execute(SQL.issue_ticket, {
-            "hash": ticket_hash(ticket), "token_id": token_id, "user_id": user_id,
-            "ttl": ttl, "limit": limit})
-        row = await cur.fetchone()
+    await conn.execute(SQL.prune_tickets)
+    cur = await conn.execute(SQL.issue_ticket, {
+        "hash": ticket_hash(ticket), "token_id": token_id, "user_id": user_id,
+        "ttl": ttl, "limit": limit})
+    row = await cur.fetchone()
     if row is None:
         return None
     return Issued(ticket, str(row[0]), ttl)
 
 
-async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
+async def redeem(conn: psycopg.AsyncConnection[Any], ticket: str, *,
                  expiration_minutes: int | None = None, hold: Hold | None = None
                  ) -> Redeemed | None:
     """Use a ticket up, or with `hold` (an SSE stream) hold it until `release`. None when
@@ -101,10 +102,8 @@ async def redeem(pool: AsyncConnectionPool[Any], ticket: str, *,
                               "expiration_minutes": expiration_minutes}
     if hold is not None:
         params.update(topic=hold.topic, conn_id=hold.conn_id, node_id=hold.node_id)
-    async with pool.connection() as conn:
-        cur = await conn.execute(SQL.consume_ticket if hold is None else SQL.hold_ticket,
-                                 params)
-        row = await cur.fetchone()
+    cur = await conn.execute(SQL.consume_ticket if hold is None else SQL.hold_ticket, params)
+    row = await cur.fetchone()
     if row is None:
         return None
     token_id, user_id, expires_at = row[:3]  # hold_ticket's 4th: whether it took one over

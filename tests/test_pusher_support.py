@@ -82,10 +82,11 @@ async def pusher_client(base: str, token: str | None = None, key: str = PUSHER.k
 
 
 async def broadcasting_auth(base: str, token: str | None, socket_id: str, channel: str,
-                            *, json_body: bool = False) -> httpx.Response:
+                            *, json_body: bool = False, client_timeout: float = 10
+                            ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"socket_id": socket_id, "channel_name": channel}
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=client_timeout) as http:
         if json_body:
             return await http.post("/broadcasting/auth", json=body, headers=headers)
         return await http.post("/broadcasting/auth", data=body, headers=headers)

@@ -296,10 +296,12 @@ async def _held_tickets(pool: AsyncConnectionPool[Any], db: str, n: int
     topic = f"session:{world.session_id}"
     held = []
     for i in range(n):
-        issued = await tickets.issue(pool, token_id=token_id, user_id=world.owner, limit=n)
-        assert issued is not None
-        hold = tickets.Hold(topic, f"sse:{i}", "node-a")
-        assert await tickets.redeem(pool, issued.ticket, hold=hold) is not None
+        async with pool.connection() as conn:
+            issued = await tickets.issue(conn, token_id=token_id, user_id=world.owner,
+                                         limit=n)
+            assert issued is not None
+            hold = tickets.Hold(topic, f"sse:{i}", "node-a")
+            assert await tickets.redeem(conn, issued.ticket, hold=hold) is not None
         held.append(issued.ticket)
     return topic, held
 
@@ -324,8 +326,9 @@ async def test_streams_ending_together_release_their_tickets_in_one_statement(
     async with AsyncConnectionPool(db, min_size=1, max_size=4, open=False) as pool:
         topic, held = await _held_tickets(pool, db, n + 2)
         for i in (n, n + 1):
-            assert await tickets.redeem(pool, held[i], hold=tickets.Hold(
-                topic, f"sse:newer{i}", "node-b")) is not None
+            async with pool.connection() as conn:
+                assert await tickets.redeem(conn, held[i], hold=tickets.Hold(
+                    topic, f"sse:newer{i}", "node-b")) is not None
         releases = tickets.Releases(pool, ttl=30)
         releases.release(held[n + 1], f"sse:newer{n + 1}")
         for i, ticket in enumerate(held):
