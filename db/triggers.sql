@@ -1,8 +1,9 @@
 -- The event pipeline: every committed change to a comment or to its mentions, by any SQL
 -- client, becomes exactly one row in realtime.events and one NOTIFY, in the same transaction.
 --
--- Re-applied by every `courtside migrate`: everything here is CREATE OR REPLACE, or dropped
--- and created again. Function names carry a version; a changed signature gets a new one.
+-- Re-applied by `courtside migrate` when it, or what it installed, changed
+-- (courtside/migrate.py): everything here is CREATE OR REPLACE, or dropped and created again.
+-- Function names carry a version; a changed signature gets a new one.
 --
 -- How a transaction flows through it:
 --   1. Row triggers on the comment and mention tables record each comment the transaction

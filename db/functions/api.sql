@@ -1,4 +1,4 @@
--- Functions of the REST API. Re-applied by every migrate (CREATE OR REPLACE only).
+-- Functions of the REST API. Re-applied by migrate when changed (CREATE OR REPLACE only).
 
 -- A Sanctum token's deadline (Laravel stores naive UTC times): its expires_at or, with
 -- Sanctum's global `expiration` (minutes; NULL: none), created_at + expiration, whichever

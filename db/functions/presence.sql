@@ -1,4 +1,4 @@
--- Presence functions. Re-applied by every migrate (CREATE OR REPLACE, and DROP of what a
+-- Presence functions. Re-applied by migrate when changed (CREATE OR REPLACE, and DROP of what a
 -- later version replaced).
 --
 -- online/offline fire once per user and topic, not per connection: every change to a
