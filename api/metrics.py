@@ -139,6 +139,25 @@ class GcCollector(Collector):
             value=tuner.compactions)
 
 
+class PipelineCollector(Collector):
+    """Whether the database's triggers are as `courtside migrate` installed them, when
+    `courtside.pipeline_check` watches them."""
+
+    def __init__(self, app: Starlette) -> None:
+        self._app = app
+
+    def collect(self) -> Iterable[Metric]:
+        installed = getattr(getattr(self._app.state, "pipeline_check", None), "installed", None)
+        if installed is None:
+            return
+        yield GaugeMetricFamily(
+            "courtside_pipeline_installed",
+            "1 while the database's triggers and functions are those courtside migrate"
+            " installed; 0 when they were dropped, disabled, replaced, or are another"
+            " version's (the log says which).",
+            value=int(installed))
+
+
 class LoopLagCollector(Collector):
     """How late the event loop ran its timers, when `courtside.looplag` measures it."""
 
@@ -186,6 +205,7 @@ def local_registry(app: Starlette) -> CollectorRegistry:
         registry.register(RealtimeCollector(app))
         registry.register(GcCollector(app))
         registry.register(LoopLagCollector(app))
+        registry.register(PipelineCollector(app))
         app.state.metrics_local = registry
     return registry
 

@@ -11,8 +11,9 @@ stores values as they change, and courtside's are read from live state at scrape
 
 - counters are summed over every worker that ever wrote, dead ones included, so a crashed
   and restarted worker does not make the total go back;
-- gauges are summed over live workers; ``courtside_ready`` is the least of them (the
-  service is ready when every worker is); ``courtside_info`` lists every live worker's node;
+- gauges are summed over live workers; ``courtside_ready`` and
+  ``courtside_pipeline_installed`` are the least of them (the service is ready when every
+  worker is); ``courtside_info`` lists every live worker's node;
 - ``process_*`` and ``python_*`` stay per process, with a ``pid`` label.
 
 A sibling's numbers are at most `PUBLISH_INTERVAL` old. `merge` is pure; the file handling
@@ -41,7 +42,7 @@ log = logging.getLogger("courtside.metrics")
 DIR_ENV = "COURTSIDE_METRICS_DIR"
 PUBLISH_INTERVAL = 1.0
 _PER_PROCESS = ("process_", "python_")
-_LEAST = frozenset({"courtside_ready"})
+_LEAST = frozenset({"courtside_ready", "courtside_pipeline_installed"})
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from courtside import embedded, logs, orphans
 from courtside.gctune import tuned_gc
 from courtside.looplag import measured_loop
 from courtside.migrate import migrate
+from courtside.pipeline_check import checked_pipeline
 from courtside.settings import Settings
 
 log = logging.getLogger("courtside.serve")
@@ -76,9 +77,9 @@ def build_app() -> Starlette:
     return create_app(
         api_config,
         extra_routes=realtime_routes() + (pusher_routes(pusher) if pusher else []),
-        extra_lifespan=measured_loop(tuned_gc(realtime_lifespan(
+        extra_lifespan=checked_pipeline(measured_loop(tuned_gc(realtime_lifespan(
             dsn, settings.listen_database_url, config=rt_config, bridge_config=bridge_config,
-            metrics_dir=metrics_workers.directory_from_env()))),
+            metrics_dir=metrics_workers.directory_from_env())))),
         extra_operations=REALTIME_OPERATIONS + (pusher_operations(pusher) if pusher else ()),
     )
 

@@ -32,13 +32,14 @@ from tests.test_serve_processes import wait_for_listeners
 # -- the merge, on values ---------------------------------------------------------------------
 
 
-def worker(node: str, *, ready: float, connections: float, pushes: float, rss: float
-           ) -> list[Metric]:
+def worker(node: str, *, ready: float, connections: float, pushes: float, rss: float,
+           pipeline: float = 1) -> list[Metric]:
     info = InfoMetricFamily("courtside", "This process.", labels=["node"])
     info.add_metric([node], {})
     conns = GaugeMetricFamily("courtside_connections", "c", labels=["transport"])
     conns.add_metric(["ws"], connections)
-    return [info, GaugeMetricFamily("courtside_ready", "r", value=ready), conns,
+    return [info, GaugeMetricFamily("courtside_ready", "r", value=ready),
+            GaugeMetricFamily("courtside_pipeline_installed", "i", value=pipeline), conns,
             CounterMetricFamily("courtside_subscriber_pushes", "p", value=pushes),
             GaugeMetricFamily("process_resident_memory_bytes", "m", value=rss)]
 
@@ -51,7 +52,7 @@ def flat(families: list[Metric]) -> Samples:
 def test_merge_sums_counters_of_all_and_gauges_of_the_living() -> None:
     own = worker("a", ready=1, connections=3, pushes=10, rss=100)
     live = Snapshot(11, True, load(dump(worker("b", ready=0, connections=4, pushes=20,
-                                               rss=200))))
+                                               rss=200, pipeline=0))))
     dead = Snapshot(12, False, load(dump(worker("c", ready=1, connections=5, pushes=40,
                                                rss=300))))
     merged = flat(merge(10, own, [live, dead]))
@@ -59,6 +60,7 @@ def test_merge_sums_counters_of_all_and_gauges_of_the_living() -> None:
         ("courtside_info", (("node", "a"),)): 1.0,
         ("courtside_info", (("node", "b"),)): 1.0,
         ("courtside_ready", ()): 0.0,  # one worker is not ready: the service is not
+        ("courtside_pipeline_installed", ()): 0.0,  # one worker found the triggers changed
         ("courtside_connections", (("transport", "ws"),)): 7.0,
         ("courtside_subscriber_pushes_total", ()): 70.0,  # the dead worker's count stays
         ("process_resident_memory_bytes", (("pid", "10"),)): 100.0,
