@@ -19,13 +19,15 @@ import httpx
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from api.app import ApiConfig, create_app
 from bridge.finish import query_connection
 from tests import factories
 from tests.servers import serve
 from tests.test_pusher_support import broadcasting_auth, build_pusher_app
-from tests.test_realtime_support import running
+from tests.test_realtime_support import running, ws_url
 
 # What psycopg and its pool say when a connection is given up mid-statement.
 GIVEN_UP = ("query cancellation interrupted", "query not terminated", "discarding closed")
@@ -62,12 +64,15 @@ def test_rest_requests_held_on_a_lock_answer_503_and_write_nothing(
         def post(i: int) -> httpx.Response:
             return httpx.post(url, headers=headers, json={"content": f"c{i}"}, timeout=30)
 
+        keyed = {**headers, "Idempotency-Key": "retried-after-503"}
         with psycopg.connect(db) as locker:
             locker.execute("LOCK TABLE sport_session_comments IN ACCESS EXCLUSIVE MODE")
             with ThreadPoolExecutor(6) as pool:
-                posts = list(pool.map(post, range(5)))
+                posts = list(pool.map(post, range(4)))
                 listed = httpx.get(url, headers=headers, timeout=30)
-            for r in [*posts, listed]:
+                # Its transaction claimed the key before it waited: rolled back with it.
+                once = httpx.post(url, headers=keyed, json={"content": "once"}, timeout=30)
+            for r in [*posts, listed, once]:
                 assert r.status_code == 503, r.text
                 assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
                 assert r.headers["retry-after"] == "1"
@@ -79,7 +84,11 @@ def test_rest_requests_held_on_a_lock_answer_503_and_write_nothing(
         assert scalar(db, "SELECT count(*) FROM realtime.events") == 0
         r = post(99)
         assert r.status_code == 201, r.text
-    assert scalar(db, "SELECT count(*) FROM sport_session_comments") == 1
+        # The client retries with its key: created now, and once.
+        for _ in range(2):
+            r = httpx.post(url, headers=keyed, json={"content": "once"}, timeout=30)
+            assert r.status_code == 201, r.text
+    assert scalar(db, "SELECT count(*) FROM sport_session_comments") == 2
     assert given_up(caplog) == []
     said = [r.getMessage() for r in caplog.records if "did not finish within 1 s" in
             r.getMessage()]
@@ -117,17 +126,26 @@ async def test_query_connection_bounds_the_wait_and_the_work_apart(db: str) -> N
 @pytest.mark.anyio
 async def test_realtime_http_requests_held_on_a_lock_are_bounded(
         db: str, caplog: pytest.LogCaptureFixture) -> None:
-    """Tickets and /broadcasting/auth authenticate, issue and read within the realtime
-    side's bound (10 s, api/auth.py): a locked tokens table costs their clients a 503."""
+    """Tickets, WebSocket handshakes and /broadcasting/auth authenticate, issue and read
+    within the realtime side's bound (10 s, api/auth.py): a locked tokens table costs their
+    clients a refusal to retry, not a request that hangs."""
     w = factories.world(db, participants=1, outsiders=0)
     token = factories.token(db, w.owner)
     presence = f"presence-sport-session.{w.session_id}"
     answers: dict[str, httpx.Response] = {}
+    handshakes: list[int] = []
 
     async def ticket(base: str) -> None:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             answers["ticket"] = await http.post(
                 "/api/realtime/tickets", headers={"Authorization": f"Bearer {token}"})
+
+    async def handshake(base: str) -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(base), open_timeout=30,
+                               additional_headers={"Authorization": f"Bearer {token}"}):
+                pass
+        handshakes.append(refused.value.response.status_code)
 
     async def auth(base: str) -> None:
         answers["auth"] = await broadcasting_auth(base, token, "1.2", presence,
@@ -139,14 +157,19 @@ async def test_realtime_http_requests_held_on_a_lock_are_bounded(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ticket, base)
                 tg.start_soon(auth, base)
+                tg.start_soon(handshake, base)
             assert answers["ticket"].status_code == 503, answers["ticket"].text
             assert answers["ticket"].json()["error"]["code"] == "NOT_READY"
             assert answers["auth"].status_code == 503, answers["auth"].text
             assert answers["auth"].json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert handshakes == [403]  # closed before accept: 1013, try again later
             assert waiting_on_locks(db) == 0
         assert scalar(db, "SELECT count(*) FROM realtime.tickets") == 0
         await ticket(base)
         await auth(base)
+        async with connect(ws_url(base), open_timeout=30,
+                           additional_headers={"Authorization": f"Bearer {token}"}):
+            pass
         assert answers["ticket"].status_code == 201, answers["ticket"].text
         assert answers["auth"].status_code == 200, answers["auth"].text
         assert str(uuid.UUID(scalar(db, "SELECT user_id::text FROM realtime.tickets"))) == \
