@@ -18,9 +18,9 @@ class ApiConfig:
     # A request waiting longer than this for a connection gets 503 SERVICE_UNAVAILABLE.
     pool_timeout: float = 10.0
     # A request's database work (once it has a connection) running longer is cancelled in
-    # the server: 503 SERVICE_UNAVAILABLE, nothing written. A lock held elsewhere (a
-    # migration, a long transaction) then costs a client a clear answer, not a hung request
-    # that holds a pooled connection and writes once the lock goes.
+    # the server, its statement rolled back: 503 SERVICE_UNAVAILABLE. A lock held elsewhere
+    # (a migration, a long transaction) then costs a client a clear answer, not a hung
+    # request that holds a pooled connection and writes once the lock goes.
     query_timeout: float = 10.0
     # Comments a user may create per minute, over every process (RATE_LIMITED beyond).
     comments_per_minute: int = 10
