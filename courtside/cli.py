@@ -14,7 +14,7 @@ import psycopg
 
 from bridge import sqlfile
 from courtside import embedded, logs
-from courtside.migrate import MigrationError, migrate
+from courtside.migrate import GIVE_UP_AFTER, MigrationError, migrate
 from courtside.pgcluster import ClusterError
 from courtside.settings import Settings, SettingsError
 
@@ -35,9 +35,9 @@ def database(settings: Settings) -> Iterator[str]:
         server.close()
 
 
-def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with database(settings) as dsn:
-        applied = migrate(dsn)
+        applied = migrate(dsn, give_up_after=args.lock_wait)
     log.info("database up to date (%d new migrations)", len(applied))
     return 0
 
@@ -143,6 +143,16 @@ def _uuid(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a UUID: {value!r}") from None
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="courtside", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -154,8 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=_cmd_serve)
 
-    sub.add_parser("migrate", help="apply migrations and (re)install triggers").set_defaults(
-        func=_cmd_migrate)
+    migrate_cmd = sub.add_parser("migrate", help="apply migrations and (re)install triggers")
+    migrate_cmd.add_argument(
+        "--lock-wait", type=_seconds, default=GIVE_UP_AFTER, metavar="SECONDS",
+        help="how long, in all, to keep trying for locks other transactions hold on the"
+             f" application's tables before giving up (default {GIVE_UP_AFTER:g}; each try"
+             " waits at most 2 s, so the application's queries never queue behind it)")
+    migrate_cmd.set_defaults(func=_cmd_migrate)
 
     db = sub.add_parser("db", help="the embedded PostgreSQL (when DATABASE_URL is unset)")
     db.add_argument("action", choices=["url", "start", "stop", "status"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -220,3 +223,19 @@ def test_a_migration_gives_up_when_the_locks_stay_held(db: str) -> None:
         migrate(db, lock_timeout=0.1, give_up_after=0.5)
     assert one(db, STAGE_TRIGGER) == trigger
     assert one(db, "SELECT files FROM courtside_repeatables") == "an older version"
+
+
+def test_the_cli_says_who_holds_the_locks_and_exits_1(db: str) -> None:
+    run(db, "UPDATE courtside_repeatables SET files = 'an older version'")
+    command = [sys.executable, "-m", "courtside.cli", "migrate", "--lock-wait", "0.5"]
+    env = dict(os.environ, DATABASE_URL=db)
+    with reading_tokens(db) as holder:
+        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
+                             check=False)
+    assert out.returncode == 1, out.stderr
+    assert "stayed held by other transactions for 0.5 s" in out.stderr
+    assert f"pid {holder} idle in transaction" in out.stderr
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert "applied triggers.sql" in out.stderr
