@@ -28,6 +28,13 @@ class ApiConfig:
     presence_ttl: float = 60.0
     # isTyping stays true this long after `typing {isTyping: true}`.
     typing_ttl: float = 5.0
+    # As the realtime transports' limits (api/realtime_limits.py), per user and session here:
+    # a `true` repeated within typing_refresh of the last user.typing only extends it, and
+    # user.typing publications are metered (typing_per_second, typing_burst saved up; past
+    # it 429 RATE_LIMITED). Each is a NOTIFY and a frame to every subscriber.
+    typing_refresh: float = 1.0
+    typing_per_second: float = 2.0
+    typing_burst: int = 4
     # How long an Idempotency-Key is remembered.
     idempotency_ttl: float = 24 * 3600.0
     # Sanctum's `expiration` (minutes since created_at); None: only expires_at counts.
@@ -60,8 +67,11 @@ class ApiConfig:
             raise ValueError("need 0 <= pool_min_size <= pool_max_size, pool_max_size >= 1")
         if self.comments_per_minute < 1:
             raise ValueError("comments_per_minute must be at least 1")
+        if self.typing_burst < 1:
+            raise ValueError("typing_burst must be at least 1")
         for name in ("pool_timeout", "query_timeout", "presence_ttl", "typing_ttl",
-                     "idempotency_ttl", "maintenance_interval"):
+                     "typing_refresh", "typing_per_second", "idempotency_ttl",
+                     "maintenance_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.token_expiration_minutes is not None and self.token_expiration_minutes < 1:

@@ -104,9 +104,10 @@ def validation(*problems: Message, status: int = 422) -> ApiError:
                     details=problems if len(problems) > 1 else ())
 
 
-def rate_limited(retry_after_seconds: float) -> ApiError:
+def rate_limited(retry_after_seconds: float, message_key: str = "error.rate_limited"
+                 ) -> ApiError:
     retry_after = max(1, math.ceil(retry_after_seconds))
-    return ApiError(ErrorCode.RATE_LIMITED, 429, "error.rate_limited",
+    return ApiError(ErrorCode.RATE_LIMITED, 429, message_key,
                     {"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
 
 

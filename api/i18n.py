@@ -45,6 +45,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Trop de commentaires : réessayez dans {retry_after} s",
         "Too many comments: try again in {retry_after} s",
     ),
+    "error.typing_rate_limited": (
+        "Trop d'indicateurs de frappe : réessayez dans {retry_after} s",
+        "Too many typing updates: try again in {retry_after} s",
+    ),
     # Transport-level errors
     "error.route_not_found": ("Ressource non trouvée", "Resource not found"),
     "error.method_not_allowed": ("Méthode non autorisée", "Method not allowed"),

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import endpoint
+from api import endpoint, errors
 from api.access import refuse
 from api.auth import AuthUser
 from api.i18n import negotiate, render
@@ -72,17 +72,22 @@ async def typing(request: Request) -> Response:
         origin = endpoint.socket_id(request)
         payload = await endpoint.parse_body_after_access(
             request, body, TypingUpdate, conn, session_id, user.user_id)
+        cfg = endpoint.config(request)
         cur = await conn.execute(_SQL.typing, {
-            "session_id": session_id, "topic": f"session:{session_id}",
-            "user_id": user.user_id, "is_typing": payload.isTyping,
-            "for_seconds": endpoint.config(request).typing_ttl, "origin": origin})
+            "session_id": session_id, "user_id": user.user_id, "is_typing": payload.isTyping,
+            "for_seconds": cfg.typing_ttl, "origin": origin, "refresh": cfg.typing_refresh,
+            "rate": cfg.typing_per_second, "burst": cfg.typing_burst})
         row = await cur.fetchone()
     assert row is not None
-    refuse(row[0])
+    outcome, at, wait = row
+    if outcome == "rate_limited":
+        raise errors.rate_limited(float(wait), "error.typing_rate_limited")
+    if outcome not in ("publish", "quiet"):
+        refuse(outcome)
     return JSONResponse({
         "success": True,
         "data": {"sessionId": str(session_id), "userId": str(user.user_id),
-                 "isTyping": payload.isTyping, "timestamp": row[1]},
+                 "isTyping": payload.isTyping, "timestamp": at},
     })
 
 

@@ -70,7 +70,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", f"{PRESENCE}/typing", presence.typing, "setTyping",
               "Say whether one is typing (expires by itself after a few seconds)", "presence",
               200, models.TypingResponse, body=models.TypingUpdate, headers=("X-Socket-ID",),
-              errors=(401, 403, 404, 413, 415, 422, 503)),
+              errors=(401, 403, 404, 413, 415, 422, 429, 503)),
     Operation("GET", f"{PRESENCE}/users", presence.users, "listPresence",
               "The users online in the session", "presence", 200,
               models.PresenceUsersResponse),

@@ -171,21 +171,30 @@ def test_idempotency_key_scope_and_reuse(world: World, db: str) -> None:
 def test_old_keys_and_idle_buckets_are_pruned(world: World, db: str) -> None:
     config = ApiConfig(database_url=db, maintenance_interval=0.2, idempotency_ttl=3600)
     owner = {"Authorization": f"Bearer {factories.token(db, world.owner)}"}
+    other = {"Authorization": f"Bearer {factories.token(db, world.participants[1])}"}
     with serve(create_app(config)) as base:
         url = comments_url(base, world)
         for key in ("old", "new"):
             assert httpx.post(url, headers={**owner, "Idempotency-Key": key},
                               json={"content": key}).status_code == 201
+        typing = f"{base}/api/sessions/{world.session_id}/presence/typing"
+        for who in (owner, other):
+            assert httpx.post(typing, headers=who, json={"isTyping": True}).status_code == 200
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("UPDATE api.idempotency_keys SET created_at = now() - interval '2 hours'"
                          " WHERE key = 'old'")
             conn.execute("UPDATE api.rate_limits SET updated_at = now() - interval '2 hours'")
+            conn.execute("UPDATE api.typing SET stamp = now() - interval '2 hours'"
+                         " WHERE user_id = %s", (world.owner,))
         deadline = time.monotonic() + 10
         while count(db, "SELECT count(*) FROM api.idempotency_keys") != 1:
             assert time.monotonic() < deadline, "old key never pruned"
             time.sleep(0.1)
         assert count(db, "SELECT count(*) FROM api.idempotency_keys WHERE key = 'new'") == 1
         assert count(db, "SELECT count(*) FROM api.rate_limits") == 0
+        assert count(db, "SELECT count(*) FROM api.typing WHERE user_id = %s",
+                     world.participants[1]) == 1  # the idle one alone went
+        assert count(db, "SELECT count(*) FROM api.typing") == 1
         # A pruned key is a new key again.
         r = httpx.post(url, headers={**owner, "Idempotency-Key": "old"}, json={"content": "again"})
         assert r.status_code == 201

@@ -185,7 +185,61 @@ def test_presence_errors(world: World, db: str, base_url: str) -> None:
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT count(*) FROM realtime.presence WHERE user_id = %s",
                            (world.outsiders[0],)).fetchone()
-    assert row == (0,)
+        assert row == (0,)
+        row = conn.execute("SELECT count(*) FROM api.typing WHERE user_id = %s",
+                           (world.outsiders[0],)).fetchone()
+        assert row == (0,)
     with httpx.Client(base_url=base_url) as anonymous:
         r = anonymous.post(url(world, "join"))
         assert (r.status_code, r.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
+
+
+def typing_notes(listener: psycopg.Connection[Any], db: str) -> list[tuple[str, bool]]:
+    """(user, isTyping) of every user.typing notified so far, read up to a sentinel sent
+    now (notifications arrive in commit order)."""
+    with psycopg.connect(db, autocommit=True) as sender:
+        sender.execute("SELECT pg_notify('courtside', '{\"k\": \"sentinel\"}')")
+    seen: list[tuple[str, bool]] = []
+    for note in listener.notifies(timeout=10):
+        msg = orjson.loads(note.payload)
+        if msg["k"] == "sentinel":
+            return seen
+        if msg["k"] == "x" and msg["e"] == "user.typing":
+            seen.append((msg["d"]["userId"], msg["d"]["isTyping"]))
+    raise AssertionError("the sentinel never came")
+
+
+def test_typing_is_coalesced_and_metered_over_every_server(world: World, db: str) -> None:
+    """As the realtime transports do per connection (api/typing_state.py), per user and
+    session over every server: a repeated `true` says nothing new, a `false` when not
+    typing neither, and publications past the bucket get 429 and publish nothing."""
+    owner, friend = world.participants[0], world.participants[1]
+    # A bucket that refills too slowly to matter during the test; repeats always coalesce.
+    config = ApiConfig(database_url=db, typing_ttl=60, typing_refresh=60,
+                       typing_per_second=0.1, typing_burst=2)
+    with psycopg.connect(db, autocommit=True) as listener, \
+            serve(create_app(config)) as a_url, serve(create_app(config)) as b_url, \
+            client(a_url, factories.token(db, owner), **{"Accept-Language": "en"}) as a, \
+            client(b_url, factories.token(db, owner), **{"Accept-Language": "en"}) as b, \
+            client(a_url, factories.token(db, friend)) as f:
+        listener.execute("LISTEN courtside")
+        a.post(url(world, "join"))
+        said = [(c, typing, c.post(url(world, "typing"), json={"isTyping": typing}))
+                for c, typing in [(a, True), (b, True), (a, True), (b, False), (a, False)]]
+        for _, typing, r in said:
+            assert r.status_code == 200, r.text
+            assert r.json()["data"]["isTyping"] is typing
+            assert TIMESTAMP.match(r.json()["data"]["timestamp"])
+        assert typing_notes(listener, db) == [(str(owner), True), (str(owner), False)]
+        assert a.get(url(world, "users")).json()["data"][0]["isTyping"] is False
+        # Two publications spent the bucket: the third is refused, on either server.
+        for c in (b, a):
+            r = c.post(url(world, "typing"), json={"isTyping": True})
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "RATE_LIMITED"
+            assert r.json()["error"]["message"].startswith("Too many typing updates")
+            assert 1 <= int(r.headers["retry-after"]) <= 10
+        assert a.get(url(world, "users")).json()["data"][0]["isTyping"] is False
+        # Another user has a bucket of their own.
+        assert f.post(url(world, "typing"), json={"isTyping": True}).status_code == 200
+        assert typing_notes(listener, db) == [(str(friend), True)]

@@ -21,13 +21,12 @@ SELECT a.refusal,
 FROM a
 
 -- name: typing
-WITH a AS MATERIALIZED (
-    SELECT api.access_refusal_v1(%(session_id)s, %(user_id)s) AS refusal)
-SELECT a.refusal,
-       CASE WHEN a.refusal IS NULL THEN realtime.ts_v1(realtime.presence_typing_v1(
-           %(topic)s, %(user_id)s, %(is_typing)s, make_interval(secs => %(for_seconds)s),
-           %(origin)s)) END
-FROM a
+-- api.typing_v1's outcome (a refusal, or what was done), its time as the API shows it, and
+-- the seconds to wait when rate-limited.
+SELECT t.outcome, realtime.ts_v1(t.at), t.wait
+FROM api.typing_v1(
+    %(session_id)s, %(user_id)s, %(is_typing)s, make_interval(secs => %(for_seconds)s),
+    %(origin)s, make_interval(secs => %(refresh)s), %(rate)s, %(burst)s) AS t
 
 -- name: users
 -- Refused, one row whose user is NULL.

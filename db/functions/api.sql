@@ -38,12 +38,77 @@ BEGIN
 END
 $$;
 
--- Forget idempotency keys older than p_keys_ttl and buckets idle for longer than p_window.
+-- Forget idempotency keys older than p_keys_ttl, and buckets and typing states idle for
+-- longer than p_window.
 CREATE OR REPLACE FUNCTION api.prune_v1(p_keys_ttl interval, p_window interval)
 RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM api.idempotency_keys WHERE created_at < now() - p_keys_ttl;
     DELETE FROM api.rate_limits WHERE updated_at < now() - p_window;
+    DELETE FROM api.typing WHERE stamp < now() - p_window;
+$$;
+
+-- A REST client says it is (or stopped) typing in p_session (api/presence.py). As the
+-- realtime transports do per connection (api/typing_state.py), here per user over every
+-- process: a `true` repeated within p_refresh of the last publication only extends the
+-- indicator, a `false` when none is on says nothing, and publications spend a token bucket
+-- (p_rate per second, at most p_burst saved up). outcome: a refusal (api.access_refusal_v1),
+-- 'publish' (user.typing sent), 'quiet' (nothing new to say), or 'rate_limited' (nothing
+-- done; wait: seconds until a token). The row lock serializes one user's typing in a
+-- session across nodes.
+CREATE OR REPLACE FUNCTION api.typing_v1(
+    p_session uuid, p_user_id uuid, p_is_typing boolean, p_for interval, p_origin text,
+    p_refresh interval, p_rate double precision, p_burst integer,
+    OUT outcome text, OUT at timestamptz, OUT wait double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    p_topic text := 'session:' || p_session;
+    v_now timestamptz := clock_timestamp();
+    v_state api.typing;
+    v_active boolean;
+    v_tokens double precision;
+BEGIN
+    outcome := api.access_refusal_v1(p_session, p_user_id);
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO api.typing (topic, user_id, tokens, stamp)
+    VALUES (p_topic, p_user_id, p_burst, v_now)
+    ON CONFLICT (topic, user_id) DO NOTHING;
+    SELECT * INTO v_state FROM api.typing
+    WHERE topic = p_topic AND user_id = p_user_id FOR UPDATE;
+    v_active := v_state.active AND v_state.until > v_now;
+    at := v_now;
+    IF p_is_typing AND v_active AND v_now - v_state.published_at < p_refresh THEN
+        UPDATE api.typing SET until = v_now + p_for
+        WHERE topic = p_topic AND user_id = p_user_id;
+        UPDATE realtime.presence SET typing_until = v_now + p_for, last_seen = v_now
+        WHERE topic = p_topic AND user_id = p_user_id;
+        outcome := 'quiet';
+        RETURN;
+    END IF;
+    IF NOT p_is_typing AND NOT v_active THEN
+        -- Another transport's `true` may still show in the users list: not any more.
+        UPDATE realtime.presence SET typing_until = NULL
+        WHERE topic = p_topic AND user_id = p_user_id AND typing_until IS NOT NULL;
+        outcome := 'quiet';
+        RETURN;
+    END IF;
+    v_tokens := least(p_burst::double precision,
+                      v_state.tokens + extract(epoch FROM v_now - v_state.stamp) * p_rate);
+    IF v_tokens < 1 THEN
+        outcome := 'rate_limited';
+        wait := (1 - v_tokens) / p_rate;
+        RETURN;
+    END IF;
+    UPDATE api.typing
+    SET active = p_is_typing, published_at = v_now,
+        until = CASE WHEN p_is_typing THEN v_now + p_for END,
+        tokens = v_tokens - 1, stamp = v_now
+    WHERE topic = p_topic AND user_id = p_user_id;
+    at := realtime.presence_typing_v1(p_topic, p_user_id, p_is_typing, p_for, p_origin);
+    outcome := 'publish';
+END
 $$;
 
 -- The comment writes of the REST API (api/comments.py), each the whole request's
