@@ -11,14 +11,11 @@ stall of `warn_after` seconds or more is also logged, at most once per `warn_eve
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 
 import anyio
-from starlette.applications import Starlette
 
+from courtside.beside import Lifespan, beside
 from courtside.gctune import Pauses
 
 log = logging.getLogger("courtside.loop")
@@ -58,21 +55,7 @@ class LoopLag:
             self.record(max(0.0, now - asked), now)
 
 
-def measured_loop(
-    inner: Callable[[Starlette], AbstractAsyncContextManager[None]],
-) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def measured_loop(inner: Lifespan) -> Lifespan:
     """Wrap an `extra_lifespan`: while the app runs, `LoopLag` measures its loop (kept as
     ``app.state.loop_lag`` for /metrics)."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner(app):
-            lag = app.state.loop_lag = LoopLag()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lag.run)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-
-    return lifespan
+    return beside(inner, "loop_lag", lambda _app: LoopLag())

@@ -14,20 +14,17 @@ disabled on purpose, and `courtside migrate` is the one place that takes DDL loc
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from starlette.applications import Starlette
 
 from bridge import sqlfile
 from bridge.finish import query_connection
+from courtside.beside import Lifespan, beside
 from courtside.migrate import repeatable_files, repeatables_checksum
 
 log = logging.getLogger("courtside.pipeline")
@@ -118,22 +115,7 @@ class PipelineCheck:
             await anyio.sleep(self.every)
 
 
-def checked_pipeline(
-    inner: Callable[[Starlette], AbstractAsyncContextManager[None]],
-    every: float = CHECK_EVERY,
-) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def checked_pipeline(inner: Lifespan, every: float = CHECK_EVERY) -> Lifespan:
     """Wrap an `extra_lifespan`: while the app runs, `PipelineCheck` watches the database's
     pipeline on the app's pool (kept as ``app.state.pipeline_check`` for /metrics)."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner(app):
-            check = app.state.pipeline_check = PipelineCheck(app.state.pool, every)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(check.run)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-
-    return lifespan
+    return beside(inner, "pipeline_check", lambda app: PipelineCheck(app.state.pool, every))
