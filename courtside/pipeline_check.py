@@ -46,7 +46,9 @@ class Pipeline(enum.Enum):
 _PROBLEMS = {
     Pipeline.NOT_RECORDED: "courtside migrate has not recorded the triggers it installed"
                            " (never run, or run by an earlier version)",
-    Pipeline.OUTDATED: "the triggers and functions in the database are not this version's",
+    Pipeline.OUTDATED: "the triggers and functions in the database were installed by another"
+                       " version of courtside (or this server is the older side of a deploy"
+                       " in progress)",
     Pipeline.CHANGED: "courtside's triggers or functions were changed since courtside"
                       " migrate installed them (dropped with their table, disabled, or"
                       " replaced): writes may not be broadcast",
