@@ -22,13 +22,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors, tokens
+from api.config import ApiConfig
 from api.token_touch import TOUCH_EVERY_SECONDS, TokenTouches
 from bridge import sqlfile
 from bridge.finish import checked_connection
 
-# As ApiConfig.query_timeout's default, and BridgeConfig.query_timeout: the realtime side's
-# checks (api/realtime_auth.py) are as short as the bridge's reads.
-QUERY_TIMEOUT = 10.0
+# REST's default bound, for what has no ApiConfig at hand: the realtime side's checks
+# (api/realtime_auth.py), which are as short as the bridge's reads.
+QUERY_TIMEOUT: float = ApiConfig.query_timeout
 
 _SQL = sqlfile.load("api.sql", "auth.sql")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -20,10 +20,7 @@ class Runs(Protocol):
         """Until cancelled."""
 
 
-R = TypeVar("R", bound=Runs)
-
-
-def beside(inner: Lifespan, attribute: str, make: Callable[[Starlette], R]) -> Lifespan:
+def beside(inner: Lifespan, attribute: str, make: Callable[[Starlette], Runs]) -> Lifespan:
     """Once `inner` has started, ``make(app)`` is kept as ``app.state.<attribute>`` (for
     /metrics) and its `run` goes on until the app shuts down."""
 
